@@ -1,0 +1,83 @@
+"""Typed contracts between the scheduler, the model runner and the engine.
+
+The scheduler produces a `SchedulerOutput` (which sequences compute how many
+tokens this step); the runner turns it into tensors, runs the model and returns
+a `ModelRunnerOutput` (the sampled tokens and logprobs); the scheduler's
+`update` consumes that. Neither side reaches into the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ruvonvllm.engine.sequence import Sequence
+
+
+@dataclass
+class ScheduledSequence:
+    """`seq` computes tokens [num_computed_tokens, num_computed_tokens + num_new_tokens) this step.
+
+    The runner reads seq.num_computed_tokens and seq.block_table as they are
+    when the step starts; the scheduler advances num_computed_tokens in update().
+    """
+
+    seq: Sequence
+    num_new_tokens: int
+
+    @property
+    def start(self) -> int:
+        return self.seq.num_computed_tokens
+
+    @property
+    def end(self) -> int:
+        return self.seq.num_computed_tokens + self.num_new_tokens
+
+    @property
+    def samples(self) -> bool:
+        """True when this step reaches the end of the sequence, so the next token is sampled.
+
+        A chunk of a prompt that is not its last computes K/V only.
+        """
+        return self.end == self.seq.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledSequence] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def num_batched_tokens(self) -> int:
+        return sum(s.num_new_tokens for s in self.scheduled)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
+
+@dataclass
+class Logprob:
+    """A token's log-probability, its rank in the distribution (1 = most likely) and text."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+# token id -> Logprob, for one position: the chosen token plus the top-N.
+PositionLogprobs = dict[int, Logprob]
+
+
+@dataclass
+class ModelRunnerOutput:
+    """What one step of the model produced, keyed by seq_id.
+
+    sampled_token_ids has an entry for every scheduled sequence whose
+    ScheduledSequence.samples is True. logprobs (the sampled position) and
+    prompt_logprobs (one entry per prompt position computed this step, the first
+    prompt token gets None) are present only for sequences that asked.
+    """
+
+    sampled_token_ids: dict[int, int] = field(default_factory=dict)
+    logprobs: dict[int, PositionLogprobs] = field(default_factory=dict)
+    prompt_logprobs: dict[int, list[PositionLogprobs | None]] = field(default_factory=dict)
