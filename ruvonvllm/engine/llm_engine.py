@@ -1,0 +1,122 @@
+"""LLMEngine: the loop at the heart of the engine — schedule, run, update.
+
+Requests come in through add_request (validated before they touch any
+state), and every call to step() advances all running sequences by one
+scheduler decision. The offline LLM class, the CLI and the HTTP server all
+drive this same object.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+from ruvonvllm.config import EngineConfig
+from ruvonvllm.engine.block_manager import BlockManager
+from ruvonvllm.engine.model_runner import ModelRunner
+from ruvonvllm.engine.output_processor import OutputProcessor
+from ruvonvllm.engine.scheduler import Scheduler
+from ruvonvllm.engine.sequence import Sequence, SequenceStatus
+from ruvonvllm.model.loader import LoadedModel, load_model
+from ruvonvllm.outputs import RequestOutput
+from ruvonvllm.sampling.params import SamplingParams
+from ruvonvllm.tokenizer import Tokenizer
+
+
+@dataclass
+class EngineStats:
+    """A snapshot for `ruvon info`, the metrics endpoint and the benchmarks."""
+
+    num_running: int
+    num_waiting: int
+    kv_cache_usage: float
+    prefix_cache_queries: int
+    prefix_cache_hits: int
+    num_preemptions: int
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.loaded: LoadedModel = load_model(config.model)
+        self.tokenizer = Tokenizer.from_model_path(config.model.tokenizer or self.loaded.source)
+        arch = self.loaded.config
+        self.max_model_len = config.model.max_model_len or arch.max_position_embeddings
+        self.eos_token_ids = frozenset(arch.eos_token_ids) | self.tokenizer.eos_token_ids
+
+        self.runner = ModelRunner(self.loaded, config.cache, config.attention_backend)
+        self.block_manager = BlockManager(self.runner.num_blocks, config.cache.block_size,
+                                          config.cache.enable_prefix_caching)
+        self.scheduler = Scheduler(config.scheduler, self.block_manager, self.max_model_len)
+        self.output_processor = OutputProcessor(self.tokenizer)
+
+    # ---- requests --------------------------------------------------------------
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None,
+                    arrival_time: float | None = None, prompt_token_ids: list[int] | None = None) -> list[int]:
+        """Validate and queue a request. Raises ValueError before touching any engine state.
+
+        `prompt` is text or a list of token ids; callers that tokenized already pass
+        prompt_token_ids too (the text is then kept only for the output). Returns the
+        prompt's token ids.
+        """
+        # A private copy: the caller may reuse one SamplingParams for many prompts.
+        params = copy.copy(params or SamplingParams())
+        if request_id in self.output_processor.requests:
+            raise ValueError(f"request_id {request_id!r} is already in use")
+        prompt_text = prompt if isinstance(prompt, str) else None
+        if prompt_token_ids is not None:
+            token_ids = list(prompt_token_ids)
+        else:
+            token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        self.validate_prompt(token_ids)
+        if params.max_tokens is None:
+            params.max_tokens = self.max_model_len - len(token_ids)
+
+        arrival = time.monotonic() if arrival_time is None else arrival_time
+        leader = Sequence(request_id, token_ids, params, self.eos_token_ids, 0, arrival)
+        seqs = [leader] + [Sequence(request_id, token_ids, params, self.eos_token_ids, i, arrival, leader=leader)
+                           for i in range(1, params.n)]
+        self.output_processor.add_request(request_id, prompt_text, params, seqs)
+        for seq in seqs:
+            self.scheduler.add(seq)
+        return token_ids
+
+    def validate_prompt(self, token_ids: list[int]) -> None:
+        if not token_ids:
+            raise ValueError("prompt must not be empty")
+        vocab = self.loaded.config.vocab_size
+        bad = next((t for t in token_ids if not isinstance(t, int) or not 0 <= t < vocab), None)
+        if bad is not None:
+            raise ValueError(f"prompt token id {bad!r} is outside the vocabulary [0, {vocab})")
+        if len(token_ids) >= self.max_model_len:
+            raise ValueError(f"prompt is {len(token_ids)} tokens, but the model's context (max_model_len) "
+                             f"is {self.max_model_len}: it must be at most {self.max_model_len - 1}")
+
+    def abort_request(self, request_id: str) -> RequestOutput | None:
+        """Stop a request now and free its KV blocks; returns its final output, if it existed."""
+        self.scheduler.abort(request_id)
+        outputs = self.output_processor.make_outputs([request_id])
+        return outputs[0] if outputs else None
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished
+
+    # ---- the loop ------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        """Schedule, run, update. Returns the outputs of every request that progressed."""
+        plan = self.scheduler.schedule()
+        if plan.is_empty:
+            return []
+        result = self.runner.execute(plan)
+        self.scheduler.update(plan, result)
+
+        touched = [s.seq for s in plan.scheduled]
+        for seq, stop_string in self.output_processor.fold_step(result, touched):
+            self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED, stop_reason=stop_string)
+        return self.output_processor.make_outputs([seq.request_id for seq in touched])
+
+    def stats(self) -> EngineStats:
+        bm = self.block_manager
+        return EngineStats(self.scheduler.num_running, self.scheduler.num_waiting, bm.usage,
+                           bm.prefix_cache_queries, bm.prefix_cache_hits, self.scheduler.num_preemptions)

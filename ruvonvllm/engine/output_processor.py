@@ -1,0 +1,131 @@
+"""From sampled token ids to RequestOutputs: detokenize, apply stop strings, collect logprobs.
+
+The scheduler stops sequences on token-level conditions (EOS, stop token ids,
+length). Stop *strings* only exist in text, so they are found here, after
+incremental detokenization, and reported back so the scheduler can free the
+sequence's blocks within the same step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ruvonvllm.engine.plan import ModelRunnerOutput, PositionLogprobs
+from ruvonvllm.engine.sequence import Sequence
+from ruvonvllm.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from ruvonvllm.sampling.detokenizer import IncrementalDetokenizer
+from ruvonvllm.sampling.params import SamplingParams
+from ruvonvllm.sampling.stop import StopChecker
+from ruvonvllm.tokenizer import Tokenizer
+
+
+@dataclass
+class SequenceText:
+    """Text state of one sequence: everything decoded so far, and what a reader may see yet."""
+
+    detokenizer: IncrementalDetokenizer
+    text: str = ""
+    logprobs: list[PositionLogprobs] = field(default_factory=list)
+
+
+@dataclass
+class RequestState:
+    request_id: str
+    prompt: str | None
+    params: SamplingParams
+    seqs: list[Sequence]
+    texts: list[SequenceText]
+    stop_checker: StopChecker
+    metrics: RequestMetrics
+    prompt_logprobs: list[PositionLogprobs | None] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return all(seq.is_finished for seq in self.seqs)
+
+
+StopSequence = tuple[Sequence, str]  # a sequence that hit a stop string, and which one
+
+
+class OutputProcessor:
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.requests: dict[str, RequestState] = {}
+
+    def add_request(self, request_id: str, prompt: str | None, params: SamplingParams,
+                    seqs: list[Sequence]) -> None:
+        texts = [SequenceText(IncrementalDetokenizer(self.tokenizer.hf, seqs[0].prompt_token_ids,
+                                                     params.skip_special_tokens)) for _ in seqs]
+        self.requests[request_id] = RequestState(
+            request_id, prompt, params, seqs, texts,
+            StopChecker(params.stop_strings, params.include_stop_str_in_output),
+            RequestMetrics(arrival_time=seqs[0].arrival_time),
+            prompt_logprobs=[] if params.prompt_logprobs is not None else None)
+
+    def fold_step(self, result: ModelRunnerOutput, touched: list[Sequence]) -> list[StopSequence]:
+        """Fold one step's tokens into text and logprobs; return the sequences a stop
+        string has just ended (the engine finishes them in the scheduler)."""
+        now = time.monotonic()
+        stopped: list[StopSequence] = []
+        for seq in touched:
+            state = self.requests.get(seq.request_id)
+            if state is None:
+                continue
+            if state.metrics.first_scheduled_time is None:
+                state.metrics.first_scheduled_time = now
+            if state.prompt_logprobs is not None and seq.index == 0:
+                state.prompt_logprobs.extend(result.prompt_logprobs.get(seq.seq_id, []))
+            token = result.sampled_token_ids.get(seq.seq_id)
+            if token is None:
+                continue
+            if state.metrics.first_token_time is None:
+                state.metrics.first_token_time = now
+            state.metrics.last_token_time = now
+            text_state = state.texts[seq.index]
+            if seq.seq_id in result.logprobs:
+                text_state.logprobs.append(result.logprobs[seq.seq_id])
+            text_state.text += text_state.detokenizer.append([token])
+            if state.stop_checker.stop_strings:
+                hit = state.stop_checker.check(text_state.text)
+                if hit.stopped:
+                    text_state.text = hit.text
+                    if not seq.is_finished:
+                        stopped.append((seq, hit.stop_string))
+        return stopped
+
+    def make_outputs(self, request_ids: list[str]) -> list[RequestOutput]:
+        """Current outputs of these requests; finished requests are forgotten afterwards."""
+        now = time.monotonic()
+        outputs = []
+        for request_id in dict.fromkeys(request_ids):
+            state = self.requests.get(request_id)
+            if state is None:
+                continue
+            outputs.append(self._make_output(state, now))
+            if state.finished:
+                del self.requests[request_id]
+        return outputs
+
+    def _make_output(self, state: RequestState, now: float) -> RequestOutput:
+        completions = []
+        for seq, text_state in zip(state.seqs, state.texts):
+            if seq.is_finished:
+                text = text_state.text
+            else:
+                # Hold back a tail that could still become a stop string: a stream must never
+                # show text that a later token would cut away.
+                text = text_state.text[: state.stop_checker.stream_safe_length(text_state.text)]
+            wants_logprobs = state.params.logprobs is not None
+            completions.append(CompletionOutput(
+                index=seq.index, text=text, token_ids=seq.output_token_ids,
+                cumulative_logprob=seq.cumulative_logprob if wants_logprobs else None,
+                logprobs=text_state.logprobs if wants_logprobs else None,
+                finish_reason=seq.status.finish_reason, stop_reason=seq.stop_reason))
+        metrics = state.metrics
+        metrics.num_cached_tokens = state.seqs[0].num_cached_tokens
+        metrics.num_preemptions = sum(seq.num_preemptions for seq in state.seqs)
+        if state.finished and metrics.finished_time is None:
+            metrics.finished_time = now
+        return RequestOutput(state.request_id, state.prompt, state.seqs[0].prompt_token_ids, completions,
+                             state.finished, state.prompt_logprobs, metrics)
