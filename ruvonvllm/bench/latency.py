@@ -1,0 +1,70 @@
+"""The latency workload (Part 19): decode speed at batch 1 and 8.
+
+Each of `batch_size` requests has a prompt of `input_len` random token ids (or
+a chat prompt) and generates `output_len` tokens greedily with ignore_eos. We
+report milliseconds per decode step and tokens per second, next to the
+roofline: the time the card needs just to read the weights once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ruvonvllm.bench.roofline import measure_copy_bandwidth
+
+
+@dataclass
+class LatencyResult:
+    engine: str
+    batch_size: int
+    input_len: int
+    output_len: int
+    seconds: float
+    ms_per_step: float
+    tokens_per_second: float
+    weight_bytes: int
+    bandwidth_gbs: float
+    roofline_ms_per_step: float
+
+    @property
+    def roofline_fraction(self) -> float:
+        return self.roofline_ms_per_step / self.ms_per_step
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "roofline_fraction": self.roofline_fraction}
+
+
+def random_prompts(batch_size: int, input_len: int, vocab_size: int, seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(min(vocab_size, 10000)) for _ in range(input_len)] for _ in range(batch_size)]
+
+
+def run_ruvon_latency(llm, prompts: list[list[int]], output_len: int, warmup: bool = True) -> float:
+    from ruvonvllm import SamplingParams
+    params = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
+    if warmup:
+        llm.generate(prompts[:1], SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True), use_tqdm=False)
+    _sync(llm.engine.runner.device)
+    start = time.perf_counter()
+    llm.generate(prompts, params, use_tqdm=False)
+    _sync(llm.engine.runner.device)
+    return time.perf_counter() - start
+
+
+def make_result(engine: str, prompts: list[list[int]], output_len: int, seconds: float, weight_bytes: int,
+                device: torch.device) -> LatencyResult:
+    bandwidth = measure_copy_bandwidth(device)
+    batch = len(prompts)
+    return LatencyResult(engine=engine, batch_size=batch, input_len=len(prompts[0]), output_len=output_len,
+                         seconds=seconds, ms_per_step=seconds / output_len * 1e3,
+                         tokens_per_second=batch * output_len / seconds, weight_bytes=weight_bytes,
+                         bandwidth_gbs=bandwidth / 1e9, roofline_ms_per_step=weight_bytes / bandwidth * 1e3)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
