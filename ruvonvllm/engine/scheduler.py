@@ -1,0 +1,247 @@
+"""Pick the sequences that run each step, and account for what the step produced.
+
+One token budget, no modes (vLLM v1's model): a step may compute at most
+`max_num_batched_tokens` tokens across at most `max_num_seqs` running
+sequences. A sequence asks for its uncomputed tokens; a decode asks for one, a
+prompt for all of it, a prompt cut by the budget gets a chunk now and the rest
+in later steps (chunked prefill, Agrawal et al., "SARATHI", 2023).
+
+schedule() serves the running sequences first, oldest first. When one of them
+needs a block and the pool is empty, the youngest running sequence is preempted
+by recompute: its blocks are released and it goes back to the front of the
+waiting queue with nothing computed; when it runs again it recomputes prompt
+plus generated tokens (the prefix cache may give most of them back) and only
+its last token samples. Then, if nothing was preempted, waiting sequences are
+admitted in arrival order, as far as the policy (see policies.py), the budget,
+max_num_seqs and the blocks allow.
+
+update() advances every scheduled sequence by the tokens it computed, appends
+the sampled tokens, applies the stop rules, keys newly completed blocks for the
+prefix cache and releases finished sequences.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+
+from ruvonvllm.config import SchedulerConfig
+from ruvonvllm.engine.block_manager import BlockManager
+from ruvonvllm.engine.plan import ModelRunnerOutput, ScheduledSequence, SchedulerOutput
+from ruvonvllm.engine.policies import make_policy
+from ruvonvllm.engine.sequence import Sequence, SequenceStatus
+
+
+def _priority(seq: Sequence) -> tuple[float, int]:
+    """First come, first served: earlier arrival is higher priority (smaller key)."""
+    return (seq.arrival_time, seq.seq_id)
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, block_manager: BlockManager, max_model_len: int) -> None:
+        if max_model_len < 1:
+            raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
+        self.config = config
+        self.block_manager = block_manager
+        self.max_model_len = max_model_len
+        self.policy = make_policy(config.policy)
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # kept sorted by _priority
+        self.num_preemptions = 0
+        # Without a KV cache every step recomputes whole sequences, so neither
+        # chunks nor shared prefixes make sense.
+        self._share_prefixes = block_manager.enable_prefix_caching and config.enable_kv_cache
+        self._may_chunk = config.enable_chunked_prefill and config.enable_kv_cache
+
+    # ---- queue state ---------------------------------------------------------------
+    @property
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def add(self, seq: Sequence) -> None:
+        if seq.status is not SequenceStatus.WAITING or seq.block_table or seq.num_computed_tokens:
+            raise ValueError(f"only fresh sequences can be added, got {seq}")
+        if not 1 <= seq.num_prompt_tokens <= self.max_model_len:
+            raise ValueError(f"prompt of {seq.num_prompt_tokens} tokens: it must have between 1 and "
+                             f"max_model_len={self.max_model_len} tokens")
+        # A sequence alone in the pool must fit at its longest, or it would preempt
+        # itself forever. The last sampled token is never computed, hence the - 1.
+        max_tokens = seq.sampling_params.max_tokens
+        final_len = self.max_model_len if max_tokens is None else min(
+            seq.num_prompt_tokens + max_tokens, self.max_model_len)
+        max_computed = max(seq.num_prompt_tokens, final_len - 1)
+        capacity = self.block_manager.num_blocks * self.block_manager.block_size
+        if max_computed > capacity:
+            raise ValueError(f"{seq} may need {max_computed} tokens of KV cache but the cache holds {capacity}")
+        self.waiting.append(seq)
+
+    # ---- schedule ------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput:
+        output = SchedulerOutput()
+        self.policy.start_step(self.running)
+        budget = self._schedule_running(output, self.config.max_num_batched_tokens)
+        # After a preemption the pool is known to be short: admitting newcomers would
+        # only take blocks the running sequences need next.
+        if not output.preempted:
+            self._schedule_waiting(output, budget)
+        return output
+
+    def _num_new_tokens(self, seq: Sequence, budget: int, alone: bool) -> int:
+        """Tokens seq computes this step, 0 when it has to wait for a later step.
+
+        Without chunking a sequence runs whole or not at all; one bigger than the
+        entire budget runs alone in a step rather than never.
+        """
+        remaining = seq.num_uncomputed_tokens
+        if self._may_chunk:
+            return min(remaining, budget)
+        return remaining if remaining <= budget or alone else 0
+
+    def _schedule_running(self, output: SchedulerOutput, budget: int) -> int:
+        index = 0
+        while index < len(self.running) and budget > 0:
+            seq = self.running[index]
+            num_new = self._num_new_tokens(seq, budget, alone=not output.scheduled)
+            if num_new == 0:
+                index += 1
+                continue
+            if not self._allocate_or_preempt(seq, num_new, output):
+                break  # seq preempted itself; it was the last running sequence
+            output.scheduled.append(ScheduledSequence(seq, num_new))
+            budget -= num_new
+            index += 1
+        return budget
+
+    def _allocate_or_preempt(self, seq: Sequence, num_new: int, output: SchedulerOutput) -> bool:
+        """Find blocks for seq, preempting the youngest running sequences until they fit.
+
+        Because running is sorted oldest first and served in that order, a victim
+        (always the last one) was never scheduled earlier in this step.
+        """
+        while not self.block_manager.allocate_slots(seq, num_new):
+            victim = self.running[-1]
+            self._preempt(victim)
+            output.preempted.append(victim)
+            if victim is seq:
+                return False
+        return True
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.block_manager.free(seq)
+        seq.num_computed_tokens = 0
+        seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(seq)
+
+    def _schedule_waiting(self, output: SchedulerOutput, budget: int) -> None:
+        for seq in list(self.waiting):
+            if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
+                break
+            # These two wait for something other than capacity, so they do not
+            # hold back the sequences queued behind them.
+            if not self.policy.may_admit(seq, self.running) or self._waits_for_leader(seq):
+                continue
+            if self._share_prefixes:
+                self.block_manager.allocate_prefix(seq)
+            num_new = self._num_new_tokens(seq, budget, alone=not output.scheduled)
+            if num_new == 0 or not self.block_manager.allocate_slots(seq, num_new):
+                # Out of capacity: give back the prefix blocks and keep arrival order,
+                # so a big request is not starved by smaller ones behind it.
+                self.block_manager.free(seq)
+                seq.num_computed_tokens = 0
+                break
+            self.waiting.remove(seq)
+            seq.status = SequenceStatus.RUNNING
+            bisect.insort(self.running, seq, key=_priority)
+            self.policy.admitted(seq)
+            output.scheduled.append(ScheduledSequence(seq, num_new))
+            budget -= num_new
+
+    def _waits_for_leader(self, seq: Sequence) -> bool:
+        """Siblings of an n > 1 request start once the leader has computed the shared prompt.
+
+        They then find its full blocks in the prefix cache instead of computing
+        them again (only a partial last block, or a last block that would leave
+        nothing to compute, is recomputed per sibling).
+        """
+        leader = seq.leader
+        if leader is None or not self._share_prefixes or leader.is_finished:
+            return False
+        return leader.num_computed_tokens < leader.num_prompt_tokens
+
+    # ---- update --------------------------------------------------------------------
+    def update(self, output: SchedulerOutput, result: ModelRunnerOutput) -> list[Sequence]:
+        """Apply one step's results; returns the sequences that finished in it."""
+        finished: list[Sequence] = []
+        for scheduled in output.scheduled:
+            seq = scheduled.seq
+            if seq.is_finished:  # aborted while the step ran
+                continue
+            samples = scheduled.samples  # read before num_computed_tokens moves
+            seq.num_computed_tokens += scheduled.num_new_tokens
+            if samples:
+                token_id = result.sampled_token_ids[seq.seq_id]
+                seq.append_token(token_id)
+                position_logprobs = result.logprobs.get(seq.seq_id)
+                if position_logprobs and token_id in position_logprobs:
+                    seq.cumulative_logprob += position_logprobs[token_id].logprob
+                status, stop_reason = self._check_stop(seq, token_id)
+                if status is not None:
+                    self.finish(seq, status, stop_reason)
+                    finished.append(seq)
+                    continue
+            if self.config.enable_kv_cache:
+                self.block_manager.cache_computed_blocks(seq)
+            else:
+                # The "no cache" baseline: K/V is thrown away, the blocks are only
+                # scratch space the next step overwrites.
+                seq.num_computed_tokens = 0
+        return finished
+
+    def _check_stop(self, seq: Sequence, token_id: int) -> tuple[SequenceStatus | None, int | None]:
+        params = seq.sampling_params
+        may_stop = seq.num_output_tokens >= params.min_tokens
+        if may_stop and not params.ignore_eos and token_id in seq.eos_token_ids:
+            return SequenceStatus.FINISHED_STOPPED, None
+        if may_stop and token_id in params.stop_token_ids:
+            return SequenceStatus.FINISHED_STOPPED, token_id
+        if params.max_tokens is not None and seq.num_output_tokens >= params.max_tokens:
+            return SequenceStatus.FINISHED_LENGTH, None
+        if seq.num_tokens >= self.max_model_len:
+            return SequenceStatus.FINISHED_LENGTH, None
+        return None, None
+
+    # ---- finishing -----------------------------------------------------------------
+    def finish(self, seq: Sequence, status: SequenceStatus,
+               stop_reason: int | str | None = None) -> None:
+        """End seq (waiting or running) and release its blocks, keeping them as prefix-cache entries."""
+        if not status.is_finished:
+            raise ValueError(f"finish() needs a finished status, got {status}")
+        if seq.is_finished:
+            raise ValueError(f"{seq} has already finished")
+        if seq.status is SequenceStatus.RUNNING:
+            self.running.remove(seq)
+        else:
+            self.waiting.remove(seq)
+        if self.config.enable_kv_cache:
+            self.block_manager.cache_computed_blocks(seq)
+        self.block_manager.free(seq)
+        seq.status = status
+        seq.stop_reason = stop_reason
+
+    def abort(self, request_id: str) -> list[Sequence]:
+        """Finish every sequence of a request as aborted; returns them."""
+        aborted = [seq for seq in (*self.running, *self.waiting) if seq.request_id == request_id]
+        for seq in aborted:
+            self.finish(seq, SequenceStatus.FINISHED_ABORTED)
+        return aborted
