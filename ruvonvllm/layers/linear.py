@@ -1,0 +1,49 @@
+"""Linear layers that fuse several projections, and the shape-checked weight copy.
+
+Checkpoints store q/k/v (and gate/up) as separate matrices; running them as one
+matmul over the concatenated weight saves kernel launches and reads the input
+once. `MergedLinear` remembers which rows belong to which checkpoint tensor so
+loading stays a plain copy into a slice.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def copy_weight(param: torch.Tensor, loaded: torch.Tensor, name: str) -> None:
+    """Copy a checkpoint tensor into an allocated parameter, converting dtype and device."""
+    if param.shape != loaded.shape:
+        raise ValueError(f"weight {name!r} has shape {tuple(loaded.shape)}, "
+                         f"the model expects {tuple(param.shape)}")
+    with torch.no_grad():
+        param.copy_(loaded)
+
+
+class MergedLinear(nn.Linear):
+    """One Linear whose output rows are the concatenation of named shards.
+
+    shard_sizes {"q": 1024, "k": 256, "v": 256} gives rows [0, 1024) to q,
+    [1024, 1280) to k and [1280, 1536) to v, in that order.
+    """
+
+    def __init__(self, in_features: int, shard_sizes: dict[str, int], bias: bool) -> None:
+        super().__init__(in_features, sum(shard_sizes.values()), bias=bias)
+        self.shard_offsets: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for shard, size in shard_sizes.items():
+            self.shard_offsets[shard] = (offset, size)
+            offset += size
+
+    @property
+    def shard_sizes(self) -> list[int]:
+        return [size for _, size in self.shard_offsets.values()]
+
+    def load_shard(self, shard: str, param_name: str, loaded: torch.Tensor, name: str) -> None:
+        """Copy checkpoint tensor `name` (a weight or bias of shard `shard`) into its rows."""
+        offset, size = self.shard_offsets[shard]
+        param = getattr(self, param_name)
+        if param is None:
+            raise ValueError(f"weight {name!r} is a {param_name}, but this projection has none")
+        copy_weight(param.data.narrow(0, offset, size), loaded, name)

@@ -1,0 +1,170 @@
+"""The Llama family: Llama 2/3, Mistral, SmolLM, Qwen2 and Qwen3.
+
+They share one decoder: pre-norm blocks of (RMSNorm, rotary GQA attention)
+and (RMSNorm, SwiGLU MLP). The variants differ only in details that
+ModelArchConfig carries:
+
+- Qwen2 adds biases to the q/k/v projections (not to o_proj);
+- Qwen3 RMS-normalizes each head of q and k before rotary, and has no biases;
+- Llama 3.1 scales its rotary frequencies (rope_scaling type "llama3");
+- SmolLM and the small Qwens tie lm_head to the token embeddings.
+
+Mistral's sliding window is not applied: attention is always full, which is
+exact for contexts up to the window (4096 tokens for Mistral 7B).
+
+The forward pass sees one flattened batch of tokens from any number of
+sequences; the attention layers and AttentionMetadata take care of which
+token sees which, so there is no prefill/decode distinction here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ruvonvllm.attention.base import AttentionMetadata
+from ruvonvllm.layers.activation import ActAndMul
+from ruvonvllm.layers.attention import PagedAttention
+from ruvonvllm.layers.linear import MergedLinear, copy_weight
+from ruvonvllm.layers.norm import RMSNorm
+from ruvonvllm.layers.rotary import RotaryEmbedding, apply_rotary
+from ruvonvllm.model.config import ModelArchConfig
+from ruvonvllm.model.weight_utils import check_all_loaded, shard_key
+
+# Checkpoint projection name -> (our fused projection, its shard).
+FUSED_PROJECTIONS = {
+    "q_proj": ("qkv_proj", "q"),
+    "k_proj": ("qkv_proj", "k"),
+    "v_proj": ("qkv_proj", "v"),
+    "gate_proj": ("gate_up_proj", "gate"),
+    "up_proj": ("gate_up_proj", "up"),
+}
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config: ModelArchConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        self.qkv_proj = MergedLinear(config.hidden_size, {"q": self.q_size, "k": self.kv_size, "v": self.kv_size},
+                                     bias=config.attention_bias)
+        # Llama's attention_bias covers o_proj too; Qwen2's q/k/v biases do not.
+        self.o_proj = nn.Linear(self.q_size, config.hidden_size,
+                                bias=config.attention_bias and config.family != "qwen2")
+        self.qk_norm = config.qk_norm
+        if config.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
+        self.attn = PagedAttention(self.num_heads, self.num_kv_heads, self.head_dim, scale=self.head_dim ** -0.5)
+
+    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attn_meta: AttentionMetadata) -> torch.Tensor:
+        num_tokens = hidden.shape[0]
+        q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        if self.qk_norm:
+            # Qwen3 normalizes each head separately, before the rotation.
+            q = self.q_norm(q.reshape(num_tokens, self.num_heads, self.head_dim)).view(num_tokens, self.q_size)
+            k = self.k_norm(k.reshape(num_tokens, self.num_kv_heads, self.head_dim)).view(num_tokens, self.kv_size)
+        q = apply_rotary(q, cos, sin, self.head_dim)
+        k = apply_rotary(k, cos, sin, self.head_dim)
+        return self.o_proj(self.attn(q, k, v, attn_meta))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config: ModelArchConfig) -> None:
+        super().__init__()
+        size = config.intermediate_size
+        self.gate_up_proj = MergedLinear(config.hidden_size, {"gate": size, "up": size}, bias=False)
+        self.act_and_mul = ActAndMul(config.hidden_act)
+        self.down_proj = nn.Linear(size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_and_mul(self.gate_up_proj(x)))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config: ModelArchConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.self_attn = LlamaAttention(config)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = LlamaMLP(config)
+
+    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attn_meta: AttentionMetadata) -> torch.Tensor:
+        hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos, sin, attn_meta)
+        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config: ModelArchConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config.head_dim, config.max_position_embeddings,
+                                          config.rope_theta, config.rope_scaling)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                attn_meta: AttentionMetadata) -> torch.Tensor:
+        # One cos/sin gather per step, shared by every layer.
+        cos, sin = self.rotary_emb(positions, attn_meta.max_seq_len)
+        hidden = self.embed_tokens(input_ids)
+        for layer in self.layers:
+            hidden = layer(hidden, cos, sin, attn_meta)
+        return self.norm(hidden)
+
+
+class LlamaForCausalLM(nn.Module):
+    """Also serves Mistral, SmolLM, Qwen2 and Qwen3 (see the module docstring)."""
+
+    def __init__(self, config: ModelArchConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config)
+        # A tied head reads the embedding matrix directly instead of sharing a Parameter:
+        # sharing would not survive the meta-device construction + to_empty of the loader.
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                attn_meta: AttentionMetadata) -> torch.Tensor:
+        """input_ids, positions [T] int64 -> final hidden states [T, hidden_size]."""
+        return self.model(input_ids, positions, attn_meta)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [N, hidden_size] -> logits [N, vocab_size] float32."""
+        head = self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
+        return F.linear(hidden, head).float()
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy a complete HF-named checkpoint into the allocated parameters, one tensor at a time."""
+        params = dict(self.named_parameters())
+        loaded: set[str] = set()
+        for name, tensor in weights:
+            if name.endswith("rotary_emb.inv_freq"):
+                continue  # older checkpoints saved HF's rotary buffer; ours is recomputed
+            if name == "lm_head.weight" and self.config.tie_word_embeddings:
+                continue  # some tied checkpoints store the embedding a second time
+            parts = name.split(".")
+            if len(parts) >= 2 and parts[-2] in FUSED_PROJECTIONS:
+                fused, shard = FUSED_PROJECTIONS[parts[-2]]
+                kind = parts[-1]
+                target = ".".join([*parts[:-2], fused])
+                module = self.get_submodule(target) if f"{target}.{kind}" in params else None
+                if not isinstance(module, MergedLinear):
+                    raise ValueError(f"unexpected weight {name!r} for {type(self).__name__}")
+                module.load_shard(shard, kind, tensor, name)
+                loaded.add(shard_key(f"{target}.{kind}", shard))
+            elif name in params:
+                copy_weight(params[name], tensor, name)
+                loaded.add(name)
+            else:
+                raise ValueError(f"unexpected weight {name!r} for {type(self).__name__}")
+        check_all_loaded(self, loaded)
