@@ -46,10 +46,8 @@ class TritonAttentionBackend(AttentionBackend):
         if meta.max_query_len == 1 and num_tokens == meta.num_seqs:
             self._decode(query, k_cache, v_cache, meta, scale, out)
         else:
-            block_m, block_n, num_warps = _prefill_tiles(query.shape[2])
             paged_prefill_attention(query, k_cache, v_cache, meta.block_tables, meta.query_start_loc,
-                                    meta.seq_lens, meta.max_query_len, scale, out,
-                                    block_m=block_m, block_n=block_n, num_warps=num_warps)
+                                    meta.seq_lens, meta.max_query_len, scale, out)
         return out
 
     def _decode(self, query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -61,8 +59,7 @@ class TritonAttentionBackend(AttentionBackend):
         if num_splits > 1:
             workspace = self._workspace(num_seqs * num_heads * num_splits, head_dim, query.device)
         paged_decode_attention(query, k_cache, v_cache, meta.block_tables, meta.seq_lens,
-                               meta.max_seq_len, scale, out, num_splits, workspace,
-                               block_n=16 if interpreting() else 64)
+                               meta.max_seq_len, scale, out, num_splits, workspace)
 
     def _workspace(self, num_rows: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat fp32 buffers for num_rows partial outputs and their lse, reused while big enough."""
@@ -102,16 +99,3 @@ class TritonAttentionBackend(AttentionBackend):
             raise ValueError(f"Triton attention runs on CUDA tensors (or under TRITON_INTERPRET=1), "
                              f"got {query.device}")
 
-
-def _prefill_tiles(head_dim: int) -> tuple[int, int, int]:
-    """(BLOCK_M rows, BLOCK_N keys, num_warps) for the prefill kernel.
-
-    On a GPU: 128 x 64 tiles, halved for head_dim 256 so Q, K, V and the
-    accumulator still fit in registers and shared memory. Under the interpreter:
-    small tiles, so the short sequences of CPU tests still cross tile boundaries.
-    """
-    if interpreting():
-        return 32, 16, 4
-    if head_dim > 128:
-        return 64, 32, 4
-    return 128, 64, 8

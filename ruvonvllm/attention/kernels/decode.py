@@ -41,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ruvonvllm.attention.kernels.common import dot_dtype, dot_precision
+from ruvonvllm.attention.kernels.common import dot_dtype, dot_precision, interpreting
 
 LOG2E = math.log2(math.e)
 # A partition shorter than this spends more time on bookkeeping than on reading K/V.
@@ -176,11 +176,22 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, num_sm
     return max(1, min(wanted, triton.cdiv(max_seq_len, MIN_PARTITION_SIZE), MAX_NUM_SPLITS))
 
 
+def default_block_n(head_dim: int, dtype: torch.dtype) -> int:
+    """Keys per tile: 64 rows of up to 256 bytes; fewer for wider rows, to bound shared memory.
+
+    Under the interpreter 16, so that short CPU-test contexts span several tiles.
+    """
+    if interpreting():
+        return 16
+    row_bytes = head_dim * torch.empty((), dtype=dtype).element_size()
+    return 64 if row_bytes <= 256 else 32
+
+
 def paged_decode_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                            block_tables: torch.Tensor, seq_lens: torch.Tensor, max_seq_len: int,
                            scale: float, out: torch.Tensor, num_splits: int,
                            workspace: tuple[torch.Tensor, torch.Tensor] | None = None,
-                           block_n: int = 64) -> None:
+                           block_n: int | None = None) -> None:
     """query [num_seqs, num_heads, head_dim] (one token per sequence) -> out, same shape.
 
     `num_splits` partitions each context (1 = no split-K). With more than one,
@@ -189,6 +200,7 @@ def paged_decode_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     they can be reused across layers and steps. `max_seq_len` comes from the host,
     so launching costs no device sync.
     """
+    block_n = block_n or default_block_n(query.shape[2], query.dtype)
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads = k_cache.shape[2]
     group = num_heads // num_kv_heads

@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ruvonvllm.attention.kernels.common import dot_dtype, dot_precision
+from ruvonvllm.attention.kernels.common import dot_dtype, dot_precision, interpreting
 from ruvonvllm.attention.kernels.decode import LOG2E
 
 
@@ -116,20 +116,41 @@ def _paged_prefill_kernel(
              out.to(out_ptr.dtype.element_ty), mask=row_mask[:, None])
 
 
+def default_tiles(head_dim: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(BLOCK_M rows, BLOCK_N keys, num_warps) for the prefill kernel.
+
+    On a GPU: 128 x 64 tiles for rows of up to 256 bytes (head_dim 128 in
+    bf16), smaller ones for wider rows so Q, the K/V tiles of the software
+    pipeline and the fp32 accumulator still fit in shared memory and registers.
+    Under the interpreter: small tiles, so the short sequences of CPU tests
+    still cross tile boundaries.
+    """
+    if interpreting():
+        return 32, 16, 4
+    row_bytes = head_dim * torch.empty((), dtype=dtype).element_size()
+    if row_bytes <= 256:
+        return 128, 64, 8
+    if row_bytes <= 512:
+        return 64, 32, 4
+    return 32, 16, 4
+
+
 def paged_prefill_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                             block_tables: torch.Tensor, query_start_loc: torch.Tensor,
                             seq_lens: torch.Tensor, max_query_len: int, scale: float,
-                            out: torch.Tensor, block_m: int = 128, block_n: int = 64,
-                            num_warps: int = 8, num_stages: int = 2) -> None:
+                            out: torch.Tensor, block_m: int | None = None, block_n: int | None = None) -> None:
     """query [num_tokens, num_heads, head_dim] (ragged, see query_start_loc) -> out, same shape.
 
     `block_m` counts rows, i.e. (token, query head) pairs; it is raised to the
-    group size when a group is larger. `max_query_len` comes from the host.
+    group size when a group is larger. Tiles default to default_tiles().
+    `max_query_len` comes from the host, so launching costs no device sync.
     """
     num_seqs = seq_lens.shape[0]
     num_heads, head_dim = query.shape[1], query.shape[2]
     num_kv_heads = k_cache.shape[2]
     group = num_heads // num_kv_heads
+    default_m, default_n, num_warps = default_tiles(head_dim, query.dtype)
+    block_m, block_n = block_m or default_m, block_n or default_n
     block_m = max(block_m, triton.next_power_of_2(group))
     block_q = block_m // group
     grid = (num_seqs, triton.cdiv(max_query_len, block_q), num_kv_heads)
@@ -142,5 +163,5 @@ def paged_prefill_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache:
         k_cache.shape[1],
         GROUP=group, BLOCK_M=block_m, BLOCK_Q=block_q, HEAD_DIM=head_dim, BLOCK_N=block_n,
         DOT_DTYPE=dot_dtype(query.dtype), DOT_PRECISION=dot_precision(query.dtype),
-        num_warps=num_warps, num_stages=num_stages,
+        num_warps=num_warps, num_stages=2,
     )
