@@ -17,7 +17,8 @@ from ruvonvllm.engine.model_inputs import SequenceChunk, build_model_inputs
 from ruvonvllm.engine.plan import ModelRunnerOutput, PositionLogprobs, ScheduledSequence, SchedulerOutput
 from ruvonvllm.layers.attention import allocate_kv_caches, bind_kv_caches, kv_bytes_per_token
 from ruvonvllm.model.loader import LoadedModel
-from ruvonvllm.sampling.sampler import Sampler, compute_prompt_logprobs, to_position_logprobs
+from ruvonvllm.sampling.logprobs import compute_prompt_logprobs, to_position_logprobs
+from ruvonvllm.sampling.sampler import Sampler
 from ruvonvllm.sampling.sampling_batch import SamplingBatch
 
 
@@ -61,8 +62,9 @@ class ModelRunner:
 
         token_ids = sampled.token_ids.tolist()  # the step's one device->host copy
         output.sampled_token_ids = {seq.seq_id: tok for seq, tok in zip(seqs, token_ids)}
-        if any(seq.sampling_params.logprobs is not None for seq in seqs):
-            for seq, position in zip(seqs, to_position_logprobs(sampled, batch)):
+        if sampled.logprobs is not None:
+            wanted = [seq.sampling_params.logprobs for seq in seqs]
+            for seq, position in zip(seqs, to_position_logprobs(token_ids, sampled.logprobs, wanted)):
                 if position is not None:
                     output.logprobs[seq.seq_id] = position
         return output
