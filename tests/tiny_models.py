@@ -25,7 +25,7 @@ from transformers import (
 
 ARCHS = ["llama", "llama3_rope", "mistral", "qwen2", "qwen3", "gpt2"]
 
-VOCAB_SIZE = 256
+VOCAB_SIZE = 320  # room for a byte-level test tokenizer (256 bytes + merges + specials)
 BOS_TOKEN_ID = 1
 EOS_TOKEN_ID = 2
 EXTRA_EOS_TOKEN_ID = 3  # only in generation_config.json, as Llama 3 Instruct does with <|eot_id|>
