@@ -111,7 +111,7 @@ def run_with_stop(tokenizer, output_ids, checker: StopChecker):
         match = checker.check(detok.output_text, len(delta))
         if match.stopped:
             assert match.text.startswith(streamed), "streamed text was taken back"
-            return match.text, match.stop, streamed
+            return match.text, match.stop_string, streamed
         safe = detok.output_text[:checker.stream_safe_length(detok.output_text)]
         assert safe.startswith(streamed)
         streamed = safe

@@ -15,7 +15,7 @@ from typing import NamedTuple
 class StopMatch(NamedTuple):
     stopped: bool
     text: str              # the output text, cut at the stop string when stopped
-    stop: str | None       # the stop string that matched
+    stop_string: str | None  # the stop string that matched
 
 
 class StopChecker:
