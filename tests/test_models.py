@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import ARCHS, tiny_hf_config
+from tiny_models import ARCHS, VOCAB_SIZE, tiny_hf_config
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
@@ -83,7 +83,7 @@ def hf_logits(hf, token_ids: list[int]) -> torch.Tensor:
     return hf(torch.tensor([token_ids])).logits[0].float()
 
 
-def random_prompt(length: int, seed: int, vocab_size: int = 256) -> list[int]:
+def random_prompt(length: int, seed: int, vocab_size: int = VOCAB_SIZE) -> list[int]:
     rng = random.Random(seed)
     return [rng.randrange(vocab_size) for _ in range(length)]
 
@@ -101,7 +101,7 @@ def test_prefill_and_greedy_decode_match_hf(arch, models):
     table = runner.block_table(PROMPT_LEN + NUM_DECODE_STEPS)
 
     prefill_logits = runner.run([SequenceChunk(prompt, 0, table)])
-    assert prefill_logits.shape == (PROMPT_LEN, 256) and prefill_logits.dtype == torch.float32
+    assert prefill_logits.shape == (PROMPT_LEN, VOCAB_SIZE) and prefill_logits.dtype == torch.float32
     assert_close(prefill_logits, hf_logits(hf, prompt), f"{arch} prefill")
 
     tokens = prompt + [int(prefill_logits[-1].argmax())]
@@ -258,3 +258,15 @@ def test_unknown_and_missing_weights_are_rejected(tiny_model_dir):
         model.load_weights([(n, t) for n, t in weights if n != "model.layers.1.self_attn.k_proj.bias"])
     with pytest.raises(ValueError, match="has shape"):
         model.load_weights([("model.norm.weight", torch.ones(3))])
+
+
+def test_gpt2_loads_original_openai_names(tiny_model_dir):
+    """openai-community/gpt2 names its weights without the "transformer." prefix."""
+    directory = tiny_model_dir("gpt2")
+    config = read_hf_config(directory)
+    unprefixed = [(n.removeprefix("transformer."), t) for n, t in iter_hf_weights(directory)]
+    assert all(not n.startswith("transformer.") for n, _ in unprefixed)
+    model = build_model(config, torch.float32, CPU)
+    model.load_weights(unprefixed)
+    for (name, p), (_, q) in zip(model.named_parameters(), load_ours(directory).named_parameters(), strict=True):
+        assert torch.equal(p, q), name
