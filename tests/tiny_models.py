@@ -79,5 +79,6 @@ def make_tiny_hf_model(arch: str, directory: Path, seed: int = 0, sharded: bool 
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     _randomize(model, seed)
     model.save_pretrained(directory, max_shard_size="40KB" if sharded else "5GB")
-    GenerationConfig(bos_token_id=BOS_TOKEN_ID, eos_token_id=[EOS_TOKEN_ID, EXTRA_EOS_TOKEN_ID]).save_pretrained(directory)
+    generation = GenerationConfig(bos_token_id=BOS_TOKEN_ID, eos_token_id=[EOS_TOKEN_ID, EXTRA_EOS_TOKEN_ID])
+    generation.save_pretrained(directory)
     return directory

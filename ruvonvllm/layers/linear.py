@@ -36,10 +36,6 @@ class MergedLinear(nn.Linear):
             self.shard_offsets[shard] = (offset, size)
             offset += size
 
-    @property
-    def shard_sizes(self) -> list[int]:
-        return [size for _, size in self.shard_offsets.values()]
-
     def load_shard(self, shard: str, param_name: str, loaded: torch.Tensor, name: str) -> None:
         """Copy checkpoint tensor `name` (a weight or bias of shard `shard`) into its rows."""
         offset, size = self.shard_offsets[shard]
