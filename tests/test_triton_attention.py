@@ -7,16 +7,21 @@ run compiled, plus a few long-context cases that exercise split-K decode.
 
 from __future__ import annotations
 
-import importlib
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+# Triton chooses interpreter or compiler when a @triton.jit function is defined, its own
+# library (tl.sum, tl.max, ...) included, so TRITON_INTERPRET must be set before triton is
+# first imported. In a full test run an earlier module may already have imported it (the HF
+# model classes do); then this file re-runs itself in a fresh process, see the last test.
+NEEDS_FRESH_PROCESS = (not torch.cuda.is_available() and "triton" in sys.modules
+                       and os.environ.get("TRITON_INTERPRET") != "1")
 if not torch.cuda.is_available():
-    # Must be set before any @triton.jit runs: Triton picks interpreter or compiler per kernel
-    # at decoration time.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 triton = pytest.importorskip("triton")
@@ -26,15 +31,6 @@ from ruvonvllm.attention.kernels.common import interpreting  # noqa: E402
 INTERPRET = interpreting()
 if not torch.cuda.is_available() and not INTERPRET:
     pytest.skip("no CUDA device and TRITON_INTERPRET is off", allow_module_level=True)
-
-
-def _load_kernels_for_this_mode():
-    """Re-import the kernel modules if another test imported them before TRITON_INTERPRET was set."""
-    import ruvonvllm.attention.kernels.decode as decode
-    from triton.runtime.interpreter import InterpretedFunction
-    if INTERPRET and not isinstance(decode._paged_decode_kernel, InterpretedFunction):
-        for name in ("kernels.kv_write", "kernels.decode", "kernels.prefill", "kernels", "triton_backend"):
-            importlib.reload(sys.modules[f"ruvonvllm.attention.{name}"])
 
 
 def _patch_interpreter_for_numpy_2_4():
@@ -55,7 +51,6 @@ def _patch_interpreter_for_numpy_2_4():
 
 
 if INTERPRET:
-    _load_kernels_for_this_mode()
     _patch_interpreter_for_numpy_2_4()
 
 from ruvonvllm.attention.kernels import (choose_num_splits, paged_decode_attention,  # noqa: E402
@@ -71,6 +66,13 @@ cuda_only = pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(autouse=True)
+def _interpreter_chosen_before_triton_import(request):
+    if NEEDS_FRESH_PROCESS and request.node.name != "test_whole_file_in_a_fresh_process":
+        pytest.skip("triton was imported before TRITON_INTERPRET was set; "
+                    "test_whole_file_in_a_fresh_process runs this case instead")
 
 
 def make_chunks(specs: list[tuple[int, int]], block_size: int, generator: torch.Generator,
@@ -344,3 +346,16 @@ def test_cuda_batch_of_64_decodes():
     chunks, num_blocks = make_chunks([(n - 1, 1) for n in lengths], 16, g)
     check_step(chunks, num_blocks, num_heads=16, num_kv_heads=8, head_dim=128, block_size=16,
                dtype=torch.bfloat16, generator=g)
+
+
+# ----------------------------------------------------------------------------- full-suite runs on CPU
+
+
+@pytest.mark.skipif(not NEEDS_FRESH_PROCESS, reason="the tests above ran in this process")
+def test_whole_file_in_a_fresh_process():
+    """Run this file again where TRITON_INTERPRET is set before triton's first import."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
+        env={**os.environ, "TRITON_INTERPRET": "1"}, cwd=Path(__file__).resolve().parents[1],
+        capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]

@@ -6,6 +6,11 @@ new token, or the ragged prefill kernel (c) otherwise. Grid sizes come from the
 metadata's host-side fields (max_query_len, max_seq_len), so a forward never
 waits on the device.
 
+Supported: float32, float16 and bfloat16 activations (fp32 accumulation),
+head_dim a power of two from 16 to 256, any GQA ratio, any block size (the
+kernels address the cache token by token, so block sizes need not be powers
+of two).
+
 Split-K decode needs scratch space for partial results. One backend instance
 serves every layer, and layers run one after another on one stream, so a
 single workspace is shared and only grows. (A runner that captures CUDA graphs
@@ -39,7 +44,7 @@ class TritonAttentionBackend(AttentionBackend):
         self._check_inputs(query, key, value, k_cache, v_cache)
         store_kv_cache(key, value, k_cache, v_cache, meta.slot_mapping)
 
-        out = torch.empty_like(query)
+        out = torch.empty(query.shape, dtype=query.dtype, device=query.device)  # contiguous
         num_tokens = query.shape[0]
         if num_tokens == 0:
             return out
