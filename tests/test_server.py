@@ -1,0 +1,248 @@
+"""The OpenAI-compatible server end to end: a real `ruvon serve` process, the official `openai` client.
+
+Greedy outputs are checked against the offline engine (`LLM.generate`) on the
+same weights, so the HTTP layer can neither change nor lose tokens unnoticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import httpx
+import openai
+import pytest
+from server_utils import SERVED_MODEL_NAME, metrics, sample, shared_server, wait_until_idle
+
+from ruvonvllm import LLM, SamplingParams
+
+PROMPT = "The quick brown fox"
+
+
+@pytest.fixture(scope="module")
+def server():
+    return shared_server()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60.0)
+
+
+@pytest.fixture(scope="module")
+def offline(server):
+    """The same model, offline, for reference outputs."""
+    return LLM(server.process.args[server.process.args.index("--model") + 1], kv_cache_bytes=1 << 20)
+
+
+def _tokenize(server, **body) -> list[int]:
+    return httpx.post(server.url + "/tokenize", json=body, timeout=30).json()["tokens"]
+
+
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list().data] == [SERVED_MODEL_NAME]
+    assert client.models.retrieve(SERVED_MODEL_NAME).id == SERVED_MODEL_NAME
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+
+
+def test_completion_matches_offline_engine(server, client, offline):
+    response = client.completions.create(model=SERVED_MODEL_NAME, prompt=PROMPT, max_tokens=12, temperature=0,
+                                         extra_body={"ignore_eos": True})
+    [reference] = offline.generate(PROMPT, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True),
+                                   use_tqdm=False)
+    choice = response.choices[0]
+    assert choice.text == reference.outputs[0].text
+    assert choice.finish_reason == "length"
+    assert response.usage.prompt_tokens == len(_tokenize(server, prompt=PROMPT)) == len(reference.prompt_token_ids)
+    assert response.usage.completion_tokens == 12
+    assert response.usage.total_tokens == response.usage.prompt_tokens + 12
+
+
+def test_completion_stream_equals_non_stream(client):
+    kwargs = dict(model=SERVED_MODEL_NAME, prompt=PROMPT, max_tokens=10, temperature=0,
+                  extra_body={"ignore_eos": True})
+    whole = client.completions.create(**kwargs).choices[0].text
+    chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs))
+    text_chunks = [c for c in chunks if c.choices]
+    assert "".join(c.choices[0].text for c in text_chunks) == whole
+    assert [c.choices[0].finish_reason for c in text_chunks][-1] == "length"
+    assert all(c.choices[0].finish_reason is None for c in text_chunks[:-1])
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 10
+
+
+def test_chat_matches_offline_and_streams(server, client, offline):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, world!"}]
+    response = client.chat.completions.create(model=SERVED_MODEL_NAME, messages=messages, max_completion_tokens=8,
+                                              temperature=0, extra_body={"ignore_eos": True})
+    [reference] = offline.chat(messages, SamplingParams(temperature=0, max_tokens=8, ignore_eos=True), use_tqdm=False)
+    assert response.choices[0].message.role == "assistant"
+    assert response.choices[0].message.content == reference.outputs[0].text
+    assert response.usage.prompt_tokens == len(_tokenize(server, messages=messages))
+    assert response.usage.completion_tokens == 8
+
+    stream = client.chat.completions.create(model=SERVED_MODEL_NAME, messages=messages, max_tokens=8, temperature=0,
+                                            stream=True, stream_options={"include_usage": True},
+                                            extra_body={"ignore_eos": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content == reference.outputs[0].text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].usage.total_tokens == response.usage.total_tokens
+
+
+def test_n_choices_and_prompt_lists(client):
+    response = client.completions.create(model=SERVED_MODEL_NAME, prompt=["Hello", "Paged attention"], n=3,
+                                         max_tokens=5, temperature=1.0, seed=7, extra_body={"ignore_eos": True})
+    assert sorted(c.index for c in response.choices) == list(range(6))
+    assert response.usage.completion_tokens == 6 * 5
+    chat = client.chat.completions.create(model=SERVED_MODEL_NAME, messages=[{"role": "user", "content": "Hi"}],
+                                          n=2, max_tokens=4, temperature=1.0, seed=3, stream=True,
+                                          extra_body={"ignore_eos": True})
+    finished = {c.choices[0].index: c.choices[0].finish_reason for c in chat if c.choices[0].finish_reason}
+    assert finished == {0: "length", 1: "length"}
+
+
+def test_token_id_prompt_and_echo(client, offline):
+    ids = offline.get_tokenizer().encode(PROMPT)
+    by_ids = client.completions.create(model=SERVED_MODEL_NAME, prompt=ids, max_tokens=6, temperature=0)
+    by_text = client.completions.create(model=SERVED_MODEL_NAME, prompt=PROMPT, max_tokens=6, temperature=0,
+                                        echo=True)
+    assert by_text.choices[0].text == PROMPT + by_ids.choices[0].text
+
+
+def test_completion_logprobs(client):
+    response = client.completions.create(model=SERVED_MODEL_NAME, prompt=PROMPT, max_tokens=6, temperature=0,
+                                         logprobs=3, extra_body={"ignore_eos": True})
+    logprobs = response.choices[0].logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs) == 6
+    assert logprobs.text_offset[0] == 0 and logprobs.text_offset == sorted(logprobs.text_offset)
+    for token, chosen, top in zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs):
+        assert chosen <= 0 and 1 <= len(top) <= 4
+        # Greedy: the chosen token is the most likely one.
+        assert math.isclose(chosen, max(top.values()), abs_tol=1e-5)
+
+    echoed = client.completions.create(model=SERVED_MODEL_NAME, prompt=PROMPT, max_tokens=2, temperature=0,
+                                       logprobs=1, echo=True)
+    lp = echoed.choices[0].logprobs
+    assert lp.token_logprobs[0] is None and all(v is not None for v in lp.token_logprobs[1:])
+
+
+def test_chat_logprobs(client):
+    response = client.chat.completions.create(model=SERVED_MODEL_NAME, messages=[{"role": "user", "content": "Hi"}],
+                                              max_tokens=5, temperature=0, logprobs=True, top_logprobs=2,
+                                              extra_body={"ignore_eos": True})
+    content = response.choices[0].logprobs.content
+    assert len(content) == response.usage.completion_tokens == 5
+    for entry in content:
+        assert entry.bytes == list(entry.token.encode())
+        assert len(entry.top_logprobs) == 2
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
+        assert math.isclose(entry.logprob, entry.top_logprobs[0].logprob, abs_tol=1e-5)
+
+
+def test_stop_string(client):
+    kwargs = dict(model=SERVED_MODEL_NAME, prompt=PROMPT, temperature=0, extra_body={"ignore_eos": True})
+    full = client.completions.create(max_tokens=24, **kwargs).choices[0].text
+    stop = full[len(full) // 2: len(full) // 2 + 2]
+    cut = full[: full.index(stop)]
+    stopped = client.completions.create(max_tokens=24, stop=[stop], **kwargs).choices[0]
+    assert stopped.text == cut
+    assert stopped.finish_reason == "stop"
+    streamed = client.completions.create(max_tokens=24, stop=stop, stream=True, **kwargs)
+    assert "".join(c.choices[0].text for c in streamed) == cut
+
+
+def test_seed_reproducible(client):
+    kwargs = dict(model=SERVED_MODEL_NAME, prompt=PROMPT, max_tokens=16, temperature=1.0,
+                  extra_body={"ignore_eos": True})
+    first = client.completions.create(seed=1234, **kwargs).choices[0].text
+    assert client.completions.create(seed=1234, **kwargs).choices[0].text == first
+    others = {client.completions.create(seed=s, **kwargs).choices[0].text for s in (1, 2, 3)}
+    assert others != {first}
+
+
+def test_tokenize_detokenize_roundtrip(server):
+    tokens = _tokenize(server, prompt="Hello, world!")
+    response = httpx.post(server.url + "/detokenize", json={"tokens": tokens}).json()
+    assert response["prompt"] == "Hello, world!"
+
+
+def test_64_concurrent_streams_then_pool_free(server):
+    """64 streaming requests at once, each a different length: every token arrives, then every block is free."""
+    lengths = [4 + i % 29 for i in range(64)]
+
+    async def one(client: httpx.AsyncClient, i: int) -> tuple[int, int, str | None]:
+        body = {"model": SERVED_MODEL_NAME, "prompt": f"request {i}: " + "x" * (i % 13), "max_tokens": lengths[i],
+                "temperature": 0.8, "seed": i, "ignore_eos": True, "stream": True,
+                "stream_options": {"include_usage": True}}
+        usage, chunks, finish = 0, 0, None
+        async with client.stream("POST", "/v1/completions", json=body) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    usage = chunk["usage"]["completion_tokens"]
+                if chunk["choices"]:
+                    chunks += 1
+                    finish = chunk["choices"][0].get("finish_reason") or finish
+        return usage, chunks, finish
+
+    async def run_all():
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(64)))
+
+    results = asyncio.run(run_all())
+    assert [usage for usage, _, _ in results] == lengths
+    assert all(chunks <= length for (_, chunks, _), length in zip(results, lengths))
+    assert {finish for _, _, finish in results} == {"length"}
+    samples = wait_until_idle(server.url)
+    assert sample(samples, "ruvon:num_kv_blocks_free") == sample(samples, "ruvon:num_kv_blocks_total") > 0
+
+
+def _abort_count(url: str) -> float:
+    return sample(metrics(url), "ruvon:request_success_total", finished_reason="abort")
+
+
+def test_client_disconnect_mid_stream_aborts(server):
+    before = _abort_count(server.url)
+    body = {"model": SERVED_MODEL_NAME, "prompt": PROMPT, "max_tokens": 480, "ignore_eos": True, "stream": True}
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        with client.stream("POST", "/v1/completions", json=body) as response:
+            data_lines = (line for line in response.iter_lines() if line.startswith("data: "))
+            for _ in range(3):
+                assert json.loads(next(data_lines)[6:])["choices"][0]["finish_reason"] is None
+    # The connection is closed with most of the 480 tokens still to come.
+    samples = wait_until_idle(server.url)
+    assert sample(samples, "ruvon:num_kv_blocks_free") == sample(samples, "ruvon:num_kv_blocks_total")
+    assert _abort_count(server.url) == before + 1
+
+
+def test_client_disconnect_while_waiting_non_stream(server):
+    before = _abort_count(server.url)
+    body = {"model": SERVED_MODEL_NAME, "prompt": PROMPT, "max_tokens": 480, "ignore_eos": True, "n": 4}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/completions", json=body, timeout=httpx.Timeout(60, read=0.3))
+    samples = wait_until_idle(server.url)
+    assert sample(samples, "ruvon:num_kv_blocks_free") == sample(samples, "ruvon:num_kv_blocks_total")
+    assert _abort_count(server.url) == before + 1
+
+
+def test_metrics_exposed(server, client):
+    hits_before = sample(metrics(server.url), "ruvon:prefix_cache_hits_total")
+    for _ in range(2):  # the second time, the prompt's full KV blocks come from the prefix cache
+        client.completions.create(model=SERVED_MODEL_NAME, prompt=PROMPT * 4, max_tokens=4,
+                                  extra_body={"ignore_eos": True})
+    samples = wait_until_idle(server.url)
+    for name in ("ruvon:time_to_first_token_seconds_count", "ruvon:inter_token_latency_seconds_count",
+                 "ruvon:e2e_request_latency_seconds_count", "ruvon:prompt_tokens_total",
+                 "ruvon:generation_tokens_total", "ruvon:request_queue_time_seconds_count"):
+        assert sample(samples, name) > 0, name
+    for name in ("ruvon:kv_cache_usage_perc", "ruvon:prefix_cache_queries_total", "ruvon:prefix_cache_hits_total",
+                 "ruvon:num_preemptions_total", "ruvon:num_requests_running", "ruvon:num_requests_waiting"):
+        assert any(key.startswith(name) for key in samples), name
+    assert sample(samples, "ruvon:request_success_total", finished_reason="length") >= 2
+    assert sample(samples, "ruvon:prefix_cache_hits_total") > hits_before
