@@ -85,9 +85,12 @@ class OutputProcessor:
             text_state = state.texts[seq.index]
             if seq.seq_id in result.logprobs:
                 text_state.logprobs.append(result.logprobs[seq.seq_id])
-            text_state.text += text_state.detokenizer.append([token])
-            if state.stop_checker.stop_strings:
-                hit = state.stop_checker.check(text_state.text)
+            delta = text_state.detokenizer.append([token])
+            if seq.is_finished:  # EOS or length: release a character held back half-decoded
+                delta += text_state.detokenizer.flush()
+            text_state.text += delta
+            if state.stop_checker.stop_strings and delta:
+                hit = state.stop_checker.check(text_state.text, len(delta))
                 if hit.stopped:
                     text_state.text = hit.text
                     if not seq.is_finished:
