@@ -16,6 +16,7 @@ Spec: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
 from __future__ import annotations
 
 import math
+import os
 import re
 import struct
 from collections.abc import Iterator
@@ -91,11 +92,18 @@ class _HeaderParser:
             return [self.value(item_type) for _ in range(count)]
         if value_type not in _SCALAR_FORMATS:
             raise ValueError(f"GGUF metadata has unknown value type {value_type}")
-        return self.scalar(_SCALAR_FORMATS[value_type])
+        value = self.scalar(_SCALAR_FORMATS[value_type])
+        if value_type == GGUFValueType.FLOAT32:
+            # The shortest decimal that rounds to this float32: 1e-05, not 9.999999747378752e-06.
+            value = float(str(np.float32(value)))
+        return value
 
 
-def read_gguf_header(path: str) -> GGUFHeader:
+def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:
     """Parse the metadata and tensor records; reads no tensor data."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"GGUF file {path!r} does not exist")
     with open(path, "rb") as f:
         if f.read(4) != GGUF_MAGIC:
             raise ValueError(f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')")
@@ -127,7 +135,7 @@ def read_gguf_header(path: str) -> GGUFHeader:
     return GGUFHeader(path, metadata, tensors)
 
 
-def read_gguf_metadata(path: str) -> dict[str, Any]:
+def read_gguf_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """All key/value metadata of a GGUF file (tokenizer vocab included), without tensor data."""
     return read_gguf_header(path).metadata
 
@@ -190,7 +198,7 @@ def _hf_name(arch: str, gguf_name: str) -> str | None:
     return None
 
 
-def load_gguf(path: str) -> tuple[ModelArchConfig, Iterator[tuple[str, torch.Tensor]]]:
+def load_gguf(path: str | os.PathLike) -> tuple[ModelArchConfig, Iterator[tuple[str, torch.Tensor]]]:
     """The architecture, and an iterator of (HF name, float32 tensor) decoded one at a time.
 
     Layouts are those of the HF checkpoint: [out, in] for linear layers, except gpt2's
@@ -198,6 +206,7 @@ def load_gguf(path: str) -> tuple[ModelArchConfig, Iterator[tuple[str, torch.Ten
     a bad name or tensor type fails here rather than halfway through loading.
     """
     header = read_gguf_header(path)
+    path = header.path
     config = gguf_arch_config(header)
     arch = header.metadata["general.architecture"]
     names = {}
