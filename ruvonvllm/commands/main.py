@@ -103,7 +103,7 @@ def info(
 def register_optional_commands() -> None:
     """Commands that live in their own modules (server, benchmarks) register themselves here."""
     import importlib
-    for module in ("ruvonvllm.commands.serve", "ruvonvllm.commands.bench"):
+    for module in ("ruvonvllm.commands.serve", "ruvonvllm.commands.bench", "ruvonvllm.commands.bench_offline"):
         try:
             importlib.import_module(module).register(app)
         except ModuleNotFoundError as e:

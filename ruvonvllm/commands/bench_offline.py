@@ -1,0 +1,156 @@
+"""`ruvon bench latency` and `ruvon bench throughput`: us and HF transformers in one process run.
+
+Every report carries both engines' numbers, so a ratio never mixes two runs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ruvonvllm.commands import options as opt
+
+console = Console()
+ENGINES = ("ruvon", "hf", "both")
+Engine = Annotated[str, typer.Option("--engine", help="ruvon, hf, or both (same process, same workload).")]
+JsonPath = Annotated[Optional[str], typer.Option("--json", help="Write the results here.")]
+
+
+def _engines(engine: str) -> list[str]:
+    if engine not in ENGINES:
+        console.print(f"[bold red]error:[/] --engine must be one of {ENGINES}, got {engine!r}")
+        raise typer.Exit(2)
+    return ["ruvon", "hf"] if engine == "both" else [engine]
+
+
+def _llm(model, dtype, device, load_format, max_model_len, **kwargs):
+    from ruvonvllm import LLM
+    return LLM(**opt.llm_kwargs(model, dtype, device, load_format, max_model_len, **kwargs))
+
+
+def _hf_model(model, load_format, dtype_name, device_name, weights_dtype=None):
+    from ruvonvllm.bench.hf_peer import load_hf_model
+    from ruvonvllm.model.loader import resolve_device
+    import torch
+    device = resolve_device(device_name)
+    dtype = weights_dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
+    if dtype_name != "auto":
+        dtype = getattr(torch, dtype_name)
+    return load_hf_model(model, load_format, dtype, device), device
+
+
+def latency(
+    model: opt.Model = None, dtype: opt.Dtype = "auto", device: opt.Device = "auto",
+    load_format: opt.LoadFormat = "auto", max_model_len: opt.MaxModelLen = None,
+    attention_backend: opt.AttentionBackend = "auto", enforce_eager: opt.EnforceEager = False,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
+    input_len: Annotated[int, typer.Option("--input-len", help="Random prompt ids (ignored with --chat).")] = 128,
+    output_len: Annotated[int, typer.Option("--output-len")] = 256,
+    chat: Annotated[bool, typer.Option("--chat", help="Use the chat prompts of the CPU benchmarks instead "
+                                       "of random ids.")] = False,
+    engine: Engine = "ruvon", json_path: JsonPath = None,
+) -> None:
+    """Decode latency: ms per step at a fixed batch, greedy, ignore_eos, against the roofline."""
+    from ruvonvllm.bench.latency import make_result, random_prompts, run_ruvon_latency
+
+    results = []
+    llm = None
+    for name in _engines(engine):
+        if name == "ruvon":
+            llm = _llm(model, dtype, device, load_format, max_model_len, attention_backend=attention_backend,
+                       enforce_eager=enforce_eager, max_num_seqs=max(batch_size, 1))
+            prompts = _prompts(llm.get_tokenizer(), chat, batch_size, input_len, llm.engine.loaded.config.vocab_size)
+            seconds = run_ruvon_latency(llm, prompts, output_len)
+            loaded = llm.engine.loaded
+            results.append(make_result("ruvon", prompts, output_len, seconds, loaded.weight_bytes, loaded.device))
+        else:
+            from ruvonvllm.bench.hf_peer import hf_generate
+            hf, hf_device = _hf_model(model, load_format, dtype, device)
+            tokenizer = llm.get_tokenizer() if llm is not None else _tokenizer_for(model, load_format)
+            prompts = _prompts(tokenizer, chat, batch_size, input_len, hf.config.vocab_size)
+            hf_generate(hf, prompts[:1], 8)  # warm-up
+            seconds, _ = hf_generate(hf, prompts, output_len)
+            weight_bytes = sum(p.numel() * p.element_size() for p in hf.parameters())
+            results.append(make_result("hf", prompts, output_len, seconds, weight_bytes, hf_device))
+            del hf
+    table = Table(title=f"latency: batch {batch_size}, {output_len} tokens")
+    for column in ("engine", "ms/step", "tok/s", "roofline ms/step", "of roofline"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(r.engine, f"{r.ms_per_step:.2f}", f"{r.tokens_per_second:.1f}",
+                      f"{r.roofline_ms_per_step:.3f}", f"{r.roofline_fraction:.1%}")
+    _print_and_save(table, [r.to_dict() for r in results], json_path)
+
+
+def throughput(
+    model: opt.Model = None, dtype: opt.Dtype = "auto", device: opt.Device = "auto",
+    load_format: opt.LoadFormat = "auto", max_model_len: opt.MaxModelLen = None,
+    attention_backend: opt.AttentionBackend = "auto", enforce_eager: opt.EnforceEager = False,
+    max_num_seqs: opt.MaxNumSeqs = 256, max_num_batched_tokens: opt.MaxBatchedTokens = 8192,
+    kv_cache_bytes: opt.KvCacheBytes = None, scheduler: opt.SchedulerPolicy = "continuous",
+    num_prompts: Annotated[int, typer.Option("--num-prompts")] = 256,
+    length_scale: Annotated[float, typer.Option("--length-scale", help="Shrink the nano workload's lengths.")] = 1.0,
+    temperature: float = 0.6, engine: Engine = "ruvon", json_path: JsonPath = None,
+) -> None:
+    """The nano workload: every request at once; output tokens per second."""
+    from ruvonvllm.bench.throughput import run_hf_throughput, run_ruvon_throughput
+    from ruvonvllm.bench.workloads import nano_workload
+
+    requests = nano_workload(num_prompts, length_scale)
+    results = []
+    for name in _engines(engine):
+        if name == "ruvon":
+            llm = _llm(model, dtype, device, load_format, max_model_len, attention_backend=attention_backend,
+                       enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
+                       max_num_batched_tokens=max_num_batched_tokens, kv_cache_bytes=kv_cache_bytes,
+                       scheduler=scheduler)
+            results.append(run_ruvon_throughput(llm, requests, temperature))
+            del llm
+        else:
+            hf, _ = _hf_model(model, load_format, dtype, device)
+            results.append(run_hf_throughput(hf, requests, temperature))
+            del hf
+    table = Table(title=f"throughput: {len(requests)} requests, "
+                        f"{sum(len(r.prompt_token_ids) for r in requests):,} prompt tokens")
+    for column in ("engine", "output tokens", "seconds", "output tok/s"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(r.engine, f"{r.output_tokens:,}", f"{r.seconds:.2f}", f"{r.output_tokens_per_second:,.1f}")
+    if len(results) == 2:
+        table.caption = f"ruvon / hf = {results[0].output_tokens_per_second / results[1].output_tokens_per_second:.1f}x"
+    _print_and_save(table, [r.to_dict() for r in results], json_path)
+
+
+def _prompts(tokenizer, chat: bool, batch_size: int, input_len: int, vocab_size: int) -> list[list[int]]:
+    from ruvonvllm.bench.chat_prompts import CHAT_PROMPTS
+    from ruvonvllm.bench.latency import random_prompts
+    if not chat:
+        return random_prompts(batch_size, input_len, vocab_size)
+    return [tokenizer.apply_chat_template([{"role": "user", "content": CHAT_PROMPTS[i % len(CHAT_PROMPTS)]}])
+            for i in range(batch_size)]
+
+
+def _tokenizer_for(model, load_format):
+    from ruvonvllm.model.default_model import default_model_path
+    from ruvonvllm.tokenizer import Tokenizer
+    if load_format == "dummy":
+        return None
+    return Tokenizer.from_model_path(model or default_model_path())
+
+
+def _print_and_save(table: Table, rows: list[dict], json_path: str | None) -> None:
+    console.print(table)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(rows, f, indent=2)
+        console.print(f"[dim]wrote {json_path}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    from ruvonvllm.commands.bench import bench_app
+    bench_app.command("latency")(latency)
+    bench_app.command("throughput")(throughput)
