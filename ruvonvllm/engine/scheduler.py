@@ -67,11 +67,16 @@ class Scheduler:
         return len(self.waiting)
 
     def add(self, seq: Sequence) -> None:
+        self.validate(seq)
+        self.waiting.append(seq)
+
+    def validate(self, seq: Sequence) -> None:
+        """Raise ValueError for a sequence that could never run to its end (the engine may call it early)."""
         if seq.status is not SequenceStatus.WAITING or seq.block_table or seq.num_computed_tokens:
             raise ValueError(f"only fresh sequences can be added, got {seq}")
         if not 1 <= seq.num_prompt_tokens <= self.max_model_len:
-            raise ValueError(f"prompt of {seq.num_prompt_tokens} tokens: it must have between 1 and "
-                             f"max_model_len={self.max_model_len} tokens")
+            raise ValueError(f"request {seq.request_id!r}: the prompt has {seq.num_prompt_tokens} tokens; it "
+                             f"must have between 1 and max_model_len={self.max_model_len}")
         # A sequence alone in the pool must fit at its longest, or it would preempt
         # itself forever. The last sampled token is never computed, hence the - 1.
         max_tokens = seq.sampling_params.max_tokens
@@ -80,8 +85,9 @@ class Scheduler:
         max_computed = max(seq.num_prompt_tokens, final_len - 1)
         capacity = self.block_manager.num_blocks * self.block_manager.block_size
         if max_computed > capacity:
-            raise ValueError(f"{seq} may need {max_computed} tokens of KV cache but the cache holds {capacity}")
-        self.waiting.append(seq)
+            raise ValueError(f"request {seq.request_id!r} may need the K/V of {max_computed} tokens but the "
+                             f"KV cache holds {capacity}: lower max_tokens or max_model_len, or give the "
+                             "cache more memory")
 
     # ---- schedule ------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
