@@ -42,14 +42,23 @@ class LLMEngine:
         self.loaded: LoadedModel = load_model(config.model)
         self.tokenizer = Tokenizer.from_model_path(config.model.tokenizer or self.loaded.source)
         arch = self.loaded.config
-        self.max_model_len = config.model.max_model_len or arch.max_position_embeddings
         self.eos_token_ids = frozenset(arch.eos_token_ids) | self.tokenizer.eos_token_ids
 
         self.runner = ModelRunner(self.loaded, config.cache, config.attention_backend)
+        self.max_model_len = self._max_model_len(config.model.max_model_len, arch.max_position_embeddings)
         self.block_manager = BlockManager(self.runner.num_blocks, config.cache.block_size,
                                           config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.block_manager, self.max_model_len)
         self.output_processor = OutputProcessor(self.tokenizer)
+
+    def _max_model_len(self, requested: int | None, model_limit: int) -> int:
+        """The context length: as asked (or the model's), and never more than the KV pool holds,
+        since one sequence at full length must fit alone."""
+        pool = self.runner.num_kv_tokens
+        if requested is not None and requested > pool:
+            raise ValueError(f"max_model_len={requested} needs more KV cache than the pool holds ({pool} tokens); "
+                             "lower max_model_len or give the cache more memory")
+        return min(requested or model_limit, pool)
 
     # ---- requests --------------------------------------------------------------
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None,
@@ -77,6 +86,7 @@ class LLMEngine:
         leader = Sequence(request_id, token_ids, params, self.eos_token_ids, 0, arrival)
         seqs = [leader] + [Sequence(request_id, token_ids, params, self.eos_token_ids, i, arrival, leader=leader)
                            for i in range(1, params.n)]
+        self.scheduler.validate(leader)
         self.output_processor.add_request(request_id, prompt_text, params, seqs)
         for seq in seqs:
             self.scheduler.add(seq)
