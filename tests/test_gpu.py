@@ -23,6 +23,9 @@ pytestmark = [pytest.mark.gpu,
 
 BACKENDS = ["torch", "triton"]
 STEPS = 32
+# Each LLM would otherwise size its pool from the card's free memory, and the LLMs of earlier
+# tests are still alive in this process.
+KV_BYTES = 256 << 20
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +39,13 @@ def model_dirs(tmp_path_factory):
 
 
 def hf_greedy_cuda(hf, prompt: list[int], steps: int) -> list[int]:
-    ids = torch.tensor([prompt], device="cuda")
+    """Plain argmax over HF's logits, every step from scratch (generate's min_new_tokens would
+    mask EOS, which ignore_eos lets us pick)."""
+    ids = list(prompt)
     with torch.no_grad():
-        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps,
-                          min_new_tokens=steps, do_sample=False, pad_token_id=0)
-    return out[0, len(prompt):].tolist()
+        for _ in range(steps):
+            ids.append(int(hf(torch.tensor([ids], device="cuda")).logits[0, -1].argmax()))
+    return ids[len(prompt):]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -51,7 +56,7 @@ def test_tiny_fp32_greedy_equals_hf_on_cuda(arch, backend, model_dirs):
     prompts = _prompts(_vocab_size(directory))
     expected = [hf_greedy_cuda(hf, p, STEPS) for p in prompts]
     llm = LLM(str(directory), dtype="float32", device="cuda", attention_backend=backend, block_size=16,
-              max_num_batched_tokens=16, num_blocks=64)
+              max_num_batched_tokens=16, num_blocks=12)  # chunked prefill, preemption
     outputs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=STEPS, ignore_eos=True), use_tqdm=False)
     assert [o.outputs[0].token_ids for o in outputs] == expected
 
@@ -65,7 +70,7 @@ def test_tiny_bf16_logprobs_close_to_hf_on_cuda(backend, model_dirs):
     with torch.no_grad():
         logits = hf(torch.tensor([prompt], device="cuda")).logits[0].float()
     ref = torch.log_softmax(logits, -1)[torch.arange(len(prompt) - 1), torch.tensor(prompt[1:])].cpu()
-    llm = LLM(str(directory), dtype="bfloat16", device="cuda", attention_backend=backend)
+    llm = LLM(str(directory), dtype="bfloat16", device="cuda", attention_backend=backend, kv_cache_bytes=KV_BYTES)
     out = llm.generate([prompt], SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)[0]
     ours = torch.tensor([out.prompt_logprobs[i + 1][tok].logprob for i, tok in enumerate(prompt[1:])])
     assert torch.allclose(ours, ref, atol=0.1, rtol=0.02), (ours - ref).abs().max()
@@ -88,7 +93,7 @@ def test_smollm2_fp32_greedy_equals_hf_on_cuda(backend):
     path = default_model_path()
     hf = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
                                               dtype=torch.float32).cuda().eval()
-    llm = LLM(dtype="float32", device="cuda", attention_backend=backend)
+    llm = LLM(dtype="float32", device="cuda", attention_backend=backend, kv_cache_bytes=KV_BYTES)
     tokenizer = llm.get_tokenizer()
     prompts = [tokenizer.encode(p) for p in ("The capital of France is", "def fibonacci(n):",
                                              "Once upon a time, in a small village,")]
