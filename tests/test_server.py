@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 
 import httpx
 import openai
@@ -246,3 +247,126 @@ def test_metrics_exposed(server, client):
         assert any(key.startswith(name) for key in samples), name
     assert sample(samples, "ruvon:request_success_total", finished_reason="length") >= 2
     assert sample(samples, "ruvon:prefix_cache_hits_total") > hits_before
+
+
+# ---- a private server: one sequence at a time, one waiting slot, an API key; SIGTERM ends it ----
+
+API_KEY = "test-secret"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+LONG = {"model": SERVED_MODEL_NAME, "prompt": PROMPT, "max_tokens": 480, "ignore_eos": True}
+
+
+@pytest.fixture(scope="module")
+def small_server():
+    import tempfile
+    from pathlib import Path
+
+    from server_utils import ServerProcess, make_server_model
+    model_dir = make_server_model(Path(tempfile.mkdtemp(prefix="ruvon-small-model-")))
+    server = ServerProcess(model_dir, "--scheduler", "sequential", "--max-num-seqs", "1", "--max-waiting", "1",
+                           "--shutdown-timeout", "1", env={"RUVON_API_KEY": API_KEY})
+    yield server
+    server.stop()
+
+
+def test_api_key(small_server):
+    url = small_server.url
+    missing = httpx.get(url + "/v1/models")
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(url + "/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.post(url + "/tokenize", json={"prompt": "x"}).status_code == 401
+    assert httpx.get(url + "/v1/models", headers=AUTH).status_code == 200
+    assert httpx.get(url + "/health").status_code == 200  # open for load balancers
+    client = openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0)
+    assert client.completions.create(model=SERVED_MODEL_NAME, prompt="Hi", max_tokens=2).usage.completion_tokens <= 2
+
+
+def _first_data(lines) -> dict:
+    """The first event of an SSE stream. The caller keeps `lines` referenced: a line iterator that
+    httpx garbage-collects closes the connection, which the server rightly treats as a disconnect."""
+    for line in lines:
+        if line.startswith("data: "):
+            return json.loads(line[6:])
+    raise AssertionError("the stream ended without data")
+
+
+def test_waiting_queue_full_gives_503_then_serves(small_server):
+    url = small_server.url
+    for _attempt in range(3):  # a tiny model may finish A before C arrives; then try again
+        with httpx.Client(base_url=url, headers=AUTH, timeout=60) as a_client, \
+                httpx.Client(base_url=url, headers=AUTH, timeout=60) as b_client:
+            with a_client.stream("POST", "/v1/completions", json={**LONG, "stream": True}) as a:
+                a_lines = a.iter_lines()
+                _first_data(a_lines)  # A is running
+                with b_client.stream("POST", "/v1/completions", json={**LONG, "stream": True}) as b:
+                    assert b.status_code == 200  # B was accepted: it waits for A's slot
+                    start = time.monotonic()
+                    c = httpx.post(url + "/v1/completions", json=LONG, headers=AUTH, timeout=30)
+                    elapsed = time.monotonic() - start
+                del a_lines
+        if c.status_code == 503:
+            break
+    assert c.status_code == 503, c.text
+    assert elapsed < 5.0  # at once, never a hang
+    assert int(c.headers["retry-after"]) >= 1
+    assert c.json()["error"]["code"] == "queue_full"
+    wait_until_idle(url)
+    after = httpx.post(url + "/v1/completions", headers=AUTH, timeout=60,
+                       json={"model": SERVED_MODEL_NAME, "prompt": "Hi", "max_tokens": 3, "ignore_eos": True})
+    assert after.status_code == 200 and after.json()["usage"]["completion_tokens"] == 3
+    rejected = sample(metrics(url), "ruvon:num_requests_rejected_total", reason="queue_full")
+    assert rejected >= 1
+
+
+def test_access_log_is_json_lines(small_server):
+    lines = [json.loads(line) for line in small_server.log().splitlines() if line.startswith('{"request_id"')]
+    generated = [line for line in lines if line["path"] == "/v1/completions" and line["status"] == 200]
+    assert generated, small_server.log()
+    for key in ("request_id", "method", "status", "duration_ms", "prompt_tokens", "completion_tokens", "ttft_ms"):
+        assert key in generated[-1]
+    assert any(line["status"] == 503 for line in lines)
+    assert any(line["status"] == 401 for line in lines)
+
+
+def test_sigterm_during_load_drains_and_exits_zero(small_server):
+    """A long request running and another waiting on a one-sequence server, then SIGTERM: both clients get a
+    complete stream (finished, or aborted at the 1 s deadline) ending with [DONE], and the process exits 0."""
+    import threading
+
+    results: dict[str, tuple[int, str | None, bool]] = {}
+    events = {name: threading.Event() for name in "AB"}
+
+    def run(name: str) -> None:
+        finish, done = None, False
+        with httpx.Client(base_url=small_server.url, headers=AUTH, timeout=30) as client:
+            with client.stream("POST", "/v1/completions", json={**LONG, "stream": True}) as response:
+                events[name].set()  # headers received: the engine has the request
+                for line in response.iter_lines():
+                    if line == "data: [DONE]":
+                        done = True
+                    elif line.startswith("data: "):
+                        finish = json.loads(line[6:])["choices"][0]["finish_reason"] or finish
+        results[name] = (response.status_code, finish, done)
+
+    threads = {name: threading.Thread(target=run, args=(name,)) for name in "AB"}
+    threads["A"].start()
+    assert events["A"].wait(30)
+    threads["B"].start()
+    assert events["B"].wait(30)
+    start = time.monotonic()
+    small_server.terminate()
+    time.sleep(0.3)
+    try:  # while draining: refused at once, never left waiting
+        assert httpx.get(small_server.url + "/health", timeout=5).status_code == 503
+    except httpx.ConnectError:
+        pass
+    assert small_server.process.wait(timeout=30) == 0, small_server.log()
+    for thread in threads.values():
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "a client was left hanging"
+    assert time.monotonic() - start < 15
+    assert all(status == 200 and done for status, _, done in results.values()), results
+    finishes = {finish for _, finish, _ in results.values()}
+    assert finishes <= {"length", "abort"} and "abort" in finishes, results
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(small_server.url + "/health", timeout=5)

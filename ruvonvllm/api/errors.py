@@ -98,20 +98,21 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     if errors[0].get("type") == "json_invalid":
         detail = errors[0].get("ctx", {}).get("error", errors[0]["msg"])
         return bad_request(f"The request body is not valid JSON: {detail}", code="json_invalid")
-    # One line per field. A union field reports one error per alternative; a range or
-    # length violation explains more than "not a list", so it is preferred.
-    by_field: dict[str, dict] = {}
+    # One problem per top-level field. A union field reports one error per alternative;
+    # a range or length violation explains more than "not a list", so it is preferred.
+    by_field: dict[str, tuple[str, dict]] = {}
     for error in sorted(errors, key=lambda e: e.get("type") in _TYPE_MISMATCHES):
-        by_field.setdefault(field_path(error.get("loc", ())), error)
+        path = field_path(error.get("loc", ()))
+        by_field.setdefault(path.split("[", 1)[0].split(".", 1)[0], (path, error))
     parts = []
-    for path, error in list(by_field.items())[:_MAX_FIELDS_IN_MESSAGE]:
+    for path, error in list(by_field.values())[:_MAX_FIELDS_IN_MESSAGE]:
         part = f"{path or 'body'}: {error['msg']}"
         if path and "input" in error and error.get("type") != "missing":
             part += f" (got {_short_repr(error['input'])})"
         parts.append(part)
     if len(by_field) > _MAX_FIELDS_IN_MESSAGE:
         parts.append(f"and {len(by_field) - _MAX_FIELDS_IN_MESSAGE} more field(s)")
-    first_path = next(iter(by_field))
+    first_path = next(iter(by_field.values()))[0]
     return bad_request("; ".join(parts), first_path or None)
 
 

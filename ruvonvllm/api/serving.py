@@ -142,7 +142,7 @@ def make_sampling_params(request: SamplingFields, max_tokens: int | None, logpro
             stop_token_ids=request.stop_token_ids,
             ignore_eos=request.ignore_eos,
             max_tokens=max_tokens,
-            min_tokens=min(request.min_tokens, max_tokens) if max_tokens is not None else request.min_tokens,
+            min_tokens=request.min_tokens,
             logprobs=logprobs,
             prompt_logprobs=prompt_logprobs,
             skip_special_tokens=request.skip_special_tokens,
