@@ -209,3 +209,17 @@ def test_abort_frees_blocks(model_dirs):
     assert final.finished and final.outputs[0].finish_reason == "abort"
     assert not engine.has_unfinished_requests()
     _assert_pool_empty(llm)
+
+
+def test_dummy_weights_without_tokenizer_take_token_ids(model_dirs):
+    """--load-format dummy from a bare config.json: token ids in, token ids out, no text."""
+    config_json = model_dirs["qwen3"] / "config.json"
+    llm = LLM(str(config_json), load_format="dummy", dtype="float32", device="cpu", block_size=4)
+    assert llm.get_tokenizer() is None
+    out = llm.generate([[5, 6, 7]], SamplingParams(max_tokens=5, ignore_eos=True), use_tqdm=False)[0]
+    assert len(out.outputs[0].token_ids) == 5 and out.outputs[0].text == ""
+    with pytest.raises(ValueError, match="tokenizer"):
+        llm.generate("some text", use_tqdm=False)
+    with pytest.raises(ValueError, match="tokenizer"):
+        llm.generate([[5, 6]], SamplingParams(stop=["x"]), use_tqdm=False)
+    assert not llm.engine.has_unfinished_requests()

@@ -74,7 +74,7 @@ class LLM:
         conversations = [messages] if messages and isinstance(messages[0], dict) else messages
         if not conversations:
             raise ValueError("messages must not be empty")
-        prompts = [{"prompt_token_ids": self.engine.tokenizer.apply_chat_template(c, add_generation_prompt)}
+        prompts = [{"prompt_token_ids": self.engine.require_tokenizer().apply_chat_template(c, add_generation_prompt)}
                    for c in conversations]
         return self.generate(prompts, sampling_params, use_tqdm)
 
@@ -83,11 +83,11 @@ class LLM:
             if "prompt_token_ids" in prompt:
                 tokens = list(prompt["prompt_token_ids"])
             elif "prompt" in prompt:
-                tokens = self.engine.tokenizer.encode(prompt["prompt"])
+                tokens = self.engine.require_tokenizer().encode(prompt["prompt"])
             else:
                 raise ValueError("a prompt dict needs a 'prompt' or a 'prompt_token_ids' key")
         elif isinstance(prompt, str):
-            tokens = self.engine.tokenizer.encode(prompt)
+            tokens = self.engine.require_tokenizer().encode(prompt)
         else:
             tokens = list(prompt)
         self.engine.validate_prompt(tokens)

@@ -40,9 +40,10 @@ class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.loaded: LoadedModel = load_model(config.model)
-        self.tokenizer = Tokenizer.from_model_path(config.model.tokenizer or self.loaded.source)
+        self.tokenizer = self._load_tokenizer(config)
         arch = self.loaded.config
-        self.eos_token_ids = frozenset(arch.eos_token_ids) | self.tokenizer.eos_token_ids
+        tokenizer_eos = self.tokenizer.eos_token_ids if self.tokenizer else frozenset()
+        self.eos_token_ids = frozenset(arch.eos_token_ids) | tokenizer_eos
 
         self.runner = ModelRunner(self.loaded, config.cache, config.attention_backend)
         self.max_model_len = self._max_model_len(config.model.max_model_len, arch.max_position_embeddings)
@@ -50,6 +51,20 @@ class LLMEngine:
                                           config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.block_manager, self.max_model_len)
         self.output_processor = OutputProcessor(self.tokenizer)
+
+    def _load_tokenizer(self, config: EngineConfig) -> Tokenizer | None:
+        """The model's tokenizer. Dummy weights come from a bare config.json with none: such an
+        engine takes token ids and returns token ids (text stays empty), like vLLM's
+        skip_tokenizer_init."""
+        if config.model.tokenizer is None and self.loaded.load_format == "dummy":
+            return None
+        return Tokenizer.from_model_path(config.model.tokenizer or self.loaded.source)
+
+    def require_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise ValueError("this model was loaded without a tokenizer (dummy weights): pass prompts as "
+                             "token ids, or give a tokenizer path")
+        return self.tokenizer
 
     def _max_model_len(self, requested: int | None, model_limit: int) -> int:
         """The context length: as asked (or the model's), and never more than the KV pool holds,
@@ -77,7 +92,7 @@ class LLMEngine:
         if prompt_token_ids is not None:
             token_ids = list(prompt_token_ids)
         else:
-            token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+            token_ids = self.require_tokenizer().encode(prompt) if isinstance(prompt, str) else list(prompt)
         self.validate_prompt(token_ids)
         if params.max_tokens is None:
             params.max_tokens = self.max_model_len - len(token_ids)

@@ -24,7 +24,7 @@ from ruvonvllm.tokenizer import Tokenizer
 class SequenceText:
     """Text state of one sequence: everything decoded so far, and what a reader may see yet."""
 
-    detokenizer: IncrementalDetokenizer
+    detokenizer: IncrementalDetokenizer | None  # None when the engine has no tokenizer
     text: str = ""
     logprobs: list[PositionLogprobs] = field(default_factory=list)
 
@@ -49,19 +49,25 @@ StopSequence = tuple[Sequence, str]  # a sequence that hit a stop string, and wh
 
 
 class OutputProcessor:
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer | None) -> None:
         self.tokenizer = tokenizer
         self.requests: dict[str, RequestState] = {}
 
     def add_request(self, request_id: str, prompt: str | None, params: SamplingParams,
                     seqs: list[Sequence]) -> None:
-        texts = [SequenceText(IncrementalDetokenizer(self.tokenizer.hf, seqs[0].prompt_token_ids,
-                                                     params.skip_special_tokens)) for _ in seqs]
+        if self.tokenizer is None and params.stop_strings:
+            raise ValueError("stop strings need a tokenizer; this engine has none (dummy weights)")
+        texts = [SequenceText(self._detokenizer(seqs[0].prompt_token_ids, params)) for _ in seqs]
         self.requests[request_id] = RequestState(
             request_id, prompt, params, seqs, texts,
             StopChecker(params.stop_strings, params.include_stop_str_in_output),
             RequestMetrics(arrival_time=seqs[0].arrival_time),
             prompt_logprobs=[] if params.prompt_logprobs is not None else None)
+
+    def _detokenizer(self, prompt_token_ids: list[int], params: SamplingParams) -> IncrementalDetokenizer | None:
+        if self.tokenizer is None:
+            return None
+        return IncrementalDetokenizer(self.tokenizer.hf, prompt_token_ids, params.skip_special_tokens)
 
     def fold_step(self, result: ModelRunnerOutput, touched: list[Sequence]) -> list[StopSequence]:
         """Fold one step's tokens into text and logprobs; return the sequences a stop
@@ -85,9 +91,10 @@ class OutputProcessor:
             text_state = state.texts[seq.index]
             if seq.seq_id in result.logprobs:
                 text_state.logprobs.append(result.logprobs[seq.seq_id])
-            delta = text_state.detokenizer.append([token])
-            if seq.is_finished:  # EOS or length: release a character held back half-decoded
-                delta += text_state.detokenizer.flush()
+            detokenizer = text_state.detokenizer
+            delta = detokenizer.append([token]) if detokenizer else ""
+            if detokenizer and seq.is_finished:  # EOS or length: release a character held back
+                delta += detokenizer.flush()
             text_state.text += delta
             if state.stop_checker.stop_strings and delta:
                 hit = state.stop_checker.check(text_state.text, len(delta))
