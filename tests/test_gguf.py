@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import warnings
 
 import gguf
 import numpy as np
@@ -41,6 +42,16 @@ SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_la
 
 
 # ---------------------------------------------------------------- helpers
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """On a small shared CPU, torch's intra-op threads spin against other processes:
+    the 135M-model tests below ran ~8x slower with 2 threads than with 1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 def paged_greedy(model, prompts: list[list[int]], num_new_tokens: int,
                  ) -> tuple[list[torch.Tensor], list[list[int]]]:
@@ -75,12 +86,13 @@ def paged_greedy(model, prompts: list[list[int]], num_new_tokens: int,
 
 
 def hf_greedy(hf_model, prompt: list[int], num_new_tokens: int) -> list[int]:
-    ids = torch.tensor([prompt])
-    with torch.no_grad():
-        for _ in range(num_new_tokens):
-            next_id = hf_model(ids).logits[0, -1].argmax()
-            ids = torch.cat([ids, next_id.view(1, 1)], dim=1)
-    return ids[0, len(prompt):].tolist()
+    """HF's greedy generate, never stopping early: ours runs a fixed number of steps."""
+    hf_model.generation_config.eos_token_id = None
+    with warnings.catch_warnings():  # transformers 5.2x warns about its own cache argument names
+        warnings.simplefilter("ignore", FutureWarning)
+        out = hf_model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                max_new_tokens=num_new_tokens, min_new_tokens=0, do_sample=False, pad_token_id=0)
+    return out[0, len(prompt):].tolist()
 
 
 def load_ours(path) -> torch.nn.Module:
