@@ -13,9 +13,10 @@ of two).
 
 Split-K decode needs scratch space for partial results. One backend instance
 serves every layer, and layers run one after another on one stream, so a
-single workspace is shared and only grows. (A runner that captures CUDA graphs
-should do an eager warm-up step at its largest shape first, so that no graph
-holds a pointer to a workspace that a later, larger step replaces.)
+single workspace is shared and only grows. A runner that captures CUDA graphs
+reserves it first for every shape it will capture (reserve_decode_workspace)
+and keeps the returned tensors alive as long as its graphs: a later, larger
+eager step may replace the backend's workspace, never the graphs' one.
 """
 
 from __future__ import annotations
@@ -65,6 +66,19 @@ class TritonAttentionBackend(AttentionBackend):
             workspace = self._workspace(num_seqs * num_heads * num_splits, head_dim, query.device)
         paged_decode_attention(query, k_cache, v_cache, meta.block_tables, meta.seq_lens,
                                meta.max_seq_len, scale, out, num_splits, workspace)
+
+    def reserve_decode_workspace(self, batch_sizes: list[int], num_heads: int, num_kv_heads: int,
+                                 head_dim: int, max_seq_len: int,
+                                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Grow the split-K workspace to what decode needs at any of these batch sizes with
+        metadata whose max_seq_len is `max_seq_len`; returns it (None when no split is used)."""
+        num_sms = self._sm_count(device)
+        num_rows = 0
+        for batch_size in batch_sizes:
+            num_splits = choose_num_splits(batch_size, num_kv_heads, max_seq_len, num_sms)
+            if num_splits > 1:
+                num_rows = max(num_rows, batch_size * num_heads * num_splits)
+        return self._workspace(num_rows, head_dim, device) if num_rows else None
 
     def _workspace(self, num_rows: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat fp32 buffers for num_rows partial outputs and their lse, reused while big enough."""

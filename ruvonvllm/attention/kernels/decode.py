@@ -64,7 +64,6 @@ def _paged_decode_kernel(
     stride_cache_block, stride_cache_offset, stride_cache_head,
     stride_table,
     block_size,
-    partition_size,              # tokens per split, a multiple of BLOCK_N
     GROUP: tl.constexpr,         # query heads per kv head
     BLOCK_G: tl.constexpr,       # GROUP padded to a power of two >= 16 (tl.dot's minimum)
     HEAD_DIM: tl.constexpr,
@@ -79,6 +78,11 @@ def _paged_decode_kernel(
     num_splits = tl.num_programs(2)
 
     seq_len = tl.load(seq_lens_ptr + seq)
+    # Each sequence cuts its own context into num_splits partitions of whole tiles. Sized
+    # per sequence on the device, a short context next to a long one still spreads over
+    # the splits, and a CUDA graph whose num_splits was fixed for the longest possible
+    # context stays correct (and parallel) for every shorter one.
+    partition_size = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
     start = split * partition_size
     end = tl.minimum(start + partition_size, seq_len)  # start >= end: an empty partition
 
@@ -197,15 +201,15 @@ def paged_decode_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     `num_splits` partitions each context (1 = no split-K). With more than one,
     `workspace` must hold at least num_seqs * num_heads * num_splits * (head_dim + 1)
     fp32 values as (partial_out, partial_lse) flat buffers; the caller owns them so
-    they can be reused across layers and steps. `max_seq_len` comes from the host,
-    so launching costs no device sync.
+    they can be reused across layers and steps. The launch depends on no device
+    value: partitions are sized per sequence inside the kernel, so `max_seq_len`
+    (a host-side bound on seq_lens) only serves callers choosing num_splits, and
+    the launch can be captured in a CUDA graph.
     """
     block_n = block_n or default_block_n(query.shape[2], query.dtype)
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads = k_cache.shape[2]
     group = num_heads // num_kv_heads
-    # Partitions are whole tiles; the last ones may be empty for short sequences.
-    partition_size = triton.cdiv(triton.cdiv(max(max_seq_len, 1), num_splits), block_n) * block_n
     if num_splits > 1:
         assert workspace is not None, "split-K decode needs a workspace"
         partial_out = workspace[0][: num_seqs * num_heads * num_splits * head_dim]
@@ -219,7 +223,7 @@ def paged_decode_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0),
-        k_cache.shape[1], partition_size,
+        k_cache.shape[1],
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_N=block_n, SPLIT_K=num_splits > 1,
         DOT_DTYPE=dot_dtype(query.dtype), DOT_PRECISION=dot_precision(query.dtype),
