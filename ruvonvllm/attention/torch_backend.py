@@ -10,6 +10,8 @@ kernel, not sixteen. Every fast backend is tested against this one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -36,55 +38,73 @@ def gather_context(cache: torch.Tensor, block_tables: torch.Tensor, max_seq_len:
     return gathered.reshape(num_seqs, num_blocks_needed * block_size, *cache.shape[2:])[:, :max_seq_len]
 
 
-def ragged_to_padded_index(meta: AttentionMetadata, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each new token: (its sequence, its row inside that sequence's padded query block)."""
-    query_lens = torch.tensor(meta.query_lens_cpu, device=device)
-    seq_of_token = torch.repeat_interleave(torch.arange(len(meta.query_lens_cpu), device=device), query_lens)
-    row_of_token = torch.arange(int(query_lens.sum()), device=device) - meta.query_start_loc[:-1].long()[seq_of_token]
-    return seq_of_token, row_of_token
+@dataclass
+class PaddedLayout:
+    """Per-step tensors that place the ragged batch in a padded one; the same for every layer."""
+
+    seq_of_token: torch.Tensor | None  # [num_tokens]: each token's sequence (None: decode, one per sequence)
+    row_of_token: torch.Tensor | None  # [num_tokens]: its row in that sequence's padded query block
+    mask: torch.Tensor | None          # [num_seqs, 1, max_q, max_s] bool; None when nothing is masked
+
+
+def padded_layout(meta: AttentionMetadata, device: torch.device) -> PaddedLayout:
+    num_seqs, max_q, max_s = meta.num_seqs, meta.max_query_len, meta.max_seq_len
+    decode = max_q == 1 and len(meta.query_lens_cpu) == num_seqs and sum(meta.query_lens_cpu) == num_seqs
+    if decode and num_seqs == 1:
+        return PaddedLayout(None, None, None)  # one query seeing its whole context: no mask at all
+    seq_of_token = row_of_token = None
+    if not decode:
+        query_lens = torch.tensor(meta.query_lens_cpu, device=device)
+        seq_of_token = torch.repeat_interleave(torch.arange(num_seqs, device=device), query_lens)
+        row_of_token = torch.arange(seq_of_token.shape[0], device=device) - meta.query_start_loc[:-1].long()[seq_of_token]
+    # Query row j of sequence i sits at absolute position seq_len - query_len + j; it may
+    # see key positions <= its own, and never past the sequence's end.
+    seq_lens = meta.seq_lens.long().view(num_seqs, 1, 1)
+    query_lens_t = (meta.query_start_loc[1:] - meta.query_start_loc[:-1]).long().view(num_seqs, 1, 1)
+    q_pos = seq_lens - query_lens_t + torch.arange(max_q, device=device).view(1, max_q, 1)
+    k_pos = torch.arange(max_s, device=device).view(1, 1, max_s)
+    mask = (k_pos <= q_pos) & (k_pos < seq_lens)
+    return PaddedLayout(seq_of_token, row_of_token, mask.unsqueeze(1))
 
 
 class TorchAttentionBackend(AttentionBackend):
     name = "torch"
 
+    def __init__(self) -> None:
+        # The layout depends only on the step's metadata: build it in the first layer, reuse it
+        # in the others (a model has tens of layers; rebuilding costs more than attention itself
+        # for small CPU batches).
+        self._layout_meta: AttentionMetadata | None = None
+        self._layout: PaddedLayout | None = None
+
+    def _layout_for(self, meta: AttentionMetadata, device: torch.device) -> PaddedLayout:
+        if meta is not self._layout_meta:
+            self._layout_meta, self._layout = meta, padded_layout(meta, device)
+        return self._layout
+
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                 scale: float) -> torch.Tensor:
         write_kv_cache(key, value, k_cache, v_cache, meta.slot_mapping)
+        layout = self._layout_for(meta, query.device)
 
         num_tokens, num_heads, head_dim = query.shape
-        num_kv_heads = k_cache.shape[2]
         num_seqs, max_q, max_s = meta.num_seqs, meta.max_query_len, meta.max_seq_len
-        device = query.device
-
         keys = gather_context(k_cache, meta.block_tables, max_s).to(query.dtype)
         values = gather_context(v_cache, meta.block_tables, max_s).to(query.dtype)
 
-        if max_q == 1 and num_tokens == num_seqs:
+        if layout.seq_of_token is None:
             padded_q = query.unsqueeze(1)  # decode: one token per sequence, already dense
-            seq_of_token = row_of_token = None
         else:
-            seq_of_token, row_of_token = ragged_to_padded_index(meta, device)
             padded_q = query.new_zeros(num_seqs, max_q, num_heads, head_dim)
-            padded_q[seq_of_token, row_of_token] = query
+            padded_q[layout.seq_of_token, layout.row_of_token] = query
 
-        # Query row j of sequence i sits at absolute position seq_len - query_len + j; it may
-        # see key positions <= its own, and never past the sequence's end.
-        seq_lens = meta.seq_lens.long().view(num_seqs, 1, 1)
-        query_lens = (meta.query_start_loc[1:] - meta.query_start_loc[:-1]).long().view(num_seqs, 1, 1)
-        q_pos = seq_lens - query_lens + torch.arange(max_q, device=device).view(1, max_q, 1)
-        k_pos = torch.arange(max_s, device=device).view(1, 1, max_s)
-        mask = (k_pos <= q_pos) & (k_pos < seq_lens)  # [num_seqs, max_q, max_s]
-
-        # SDPA wants [batch, heads, len, dim]. GQA: each kv head serves num_heads // num_kv_heads
-        # query heads; repeat_interleave matches HF's repeat_kv layout.
-        group = num_heads // num_kv_heads
-        q = padded_q.transpose(1, 2)
-        k = keys.transpose(1, 2).repeat_interleave(group, dim=1)
-        v = values.transpose(1, 2).repeat_interleave(group, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1), scale=scale)
+        # SDPA wants [batch, heads, len, dim]; enable_gqa lets each kv head serve its group of
+        # query heads without copying K/V (the same grouping as HF's repeat_kv).
+        out = F.scaled_dot_product_attention(padded_q.transpose(1, 2), keys.transpose(1, 2),
+                                             values.transpose(1, 2), attn_mask=layout.mask, scale=scale,
+                                             enable_gqa=True)
         out = out.transpose(1, 2)  # [num_seqs, max_q, num_heads, head_dim]
-
-        if seq_of_token is None:
+        if layout.seq_of_token is None:
             return out.squeeze(1)
-        return out[seq_of_token, row_of_token]
+        return out[layout.seq_of_token, layout.row_of_token]
