@@ -43,9 +43,10 @@ def random_prompts(batch_size: int, input_len: int, vocab_size: int, seed: int =
     return [[rng.randrange(min(vocab_size, 10000)) for _ in range(input_len)] for _ in range(batch_size)]
 
 
-def run_ruvon_latency(llm, prompts: list[list[int]], output_len: int, warmup: bool = True) -> float:
+def run_ruvon_latency(llm, prompts: list[list[int]], output_len: int, warmup: bool = True,
+                      temperature: float = 0.0, top_p: float = 1.0) -> float:
     from ruvonvllm import SamplingParams
-    params = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
+    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=output_len, ignore_eos=True)
     if warmup:
         llm.generate(prompts[:1], SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True), use_tqdm=False)
     _sync(llm.engine.runner.device)

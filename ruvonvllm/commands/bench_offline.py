@@ -52,9 +52,13 @@ def latency(
     output_len: Annotated[int, typer.Option("--output-len")] = 256,
     chat: Annotated[bool, typer.Option("--chat", help="Use the chat prompts of the CPU benchmarks instead "
                                        "of random ids.")] = False,
+    kv_cache: Annotated[bool, typer.Option("--kv-cache/--no-kv-cache", help="--no-kv-cache recomputes every "
+                                           "sequence each step (Part 3's baseline).")] = True,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (ours only; HF stays greedy).")] = 0.0,
+    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
     engine: Engine = "ruvon", json_path: JsonPath = None,
 ) -> None:
-    """Decode latency: ms per step at a fixed batch, greedy, ignore_eos, against the roofline."""
+    """Decode latency: ms per step at a fixed batch, ignore_eos, against the roofline."""
     from ruvonvllm.bench.latency import make_result, random_prompts, run_ruvon_latency
 
     results = []
@@ -62,9 +66,9 @@ def latency(
     for name in _engines(engine):
         if name == "ruvon":
             llm = _llm(model, dtype, device, load_format, max_model_len, attention_backend=attention_backend,
-                       enforce_eager=enforce_eager, max_num_seqs=max(batch_size, 1))
+                       enforce_eager=enforce_eager, max_num_seqs=max(batch_size, 1), enable_kv_cache=kv_cache)
             prompts = _prompts(llm.get_tokenizer(), chat, batch_size, input_len, llm.engine.loaded.config.vocab_size)
-            seconds = run_ruvon_latency(llm, prompts, output_len)
+            seconds = run_ruvon_latency(llm, prompts, output_len, temperature=temperature, top_p=top_p)
             loaded = llm.engine.loaded
             results.append(make_result("ruvon", prompts, output_len, seconds, loaded.weight_bytes, loaded.device))
         else:
@@ -125,6 +129,33 @@ def throughput(
     _print_and_save(table, [r.to_dict() for r in results], json_path)
 
 
+def prefix_cache(
+    model: opt.Model = None, dtype: opt.Dtype = "auto", device: opt.Device = "auto",
+    load_format: opt.LoadFormat = "auto", max_model_len: opt.MaxModelLen = None,
+    num_prompts: Annotated[int, typer.Option("--num-prompts")] = 16,
+    prefix_len: Annotated[int, typer.Option("--prefix-len", help="Tokens every prompt shares.")] = 512,
+    suffix_len: Annotated[int, typer.Option("--suffix-len", help="Tokens unique to each prompt.")] = 32,
+    output_len: Annotated[int, typer.Option("--output-len")] = 32,
+    json_path: JsonPath = None,
+) -> None:
+    """Part 14: prompts sharing a long prefix (a system prompt, a document), prefix cache off vs on."""
+    from ruvonvllm.bench.prefix import run_prefix_benchmark
+
+    results = []
+    for enabled in (False, True):
+        llm = _llm(model, dtype, device, load_format, max_model_len, enable_prefix_caching=enabled)
+        results.append(run_prefix_benchmark(llm, enabled, num_prompts, prefix_len, suffix_len, output_len))
+        del llm
+    table = Table(title=f"prefix cache: {num_prompts} prompts = {prefix_len} shared + {suffix_len} own tokens, "
+                        f"{output_len} out")
+    for column in ("prefix cache", "prompt tokens computed", "hit rate", "seconds", "requests/s"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row("on" if r["enabled"] else "off", f"{r['computed_prompt_tokens']:,}", f"{r['hit_rate']:.1%}",
+                      f"{r['seconds']:.2f}", f"{r['requests_per_second']:.2f}")
+    _print_and_save(table, results, json_path)
+
+
 def _prompts(tokenizer, chat: bool, batch_size: int, input_len: int, vocab_size: int) -> list[list[int]]:
     from ruvonvllm.bench.chat_prompts import CHAT_PROMPTS
     from ruvonvllm.bench.latency import random_prompts
@@ -154,3 +185,4 @@ def register(app: typer.Typer) -> None:
     from ruvonvllm.commands.bench import bench_app
     bench_app.command("latency")(latency)
     bench_app.command("throughput")(throughput)
+    bench_app.command("prefix-cache")(prefix_cache)

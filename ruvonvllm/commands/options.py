@@ -23,8 +23,9 @@ EnforceEager = Annotated[bool, typer.Option("--enforce-eager", help="Disable CUD
 
 def llm_kwargs(model, dtype, device, load_format, max_model_len, kv_cache_bytes=None, max_num_seqs=64,
                max_num_batched_tokens=2048, scheduler="continuous", attention_backend="auto",
-               enforce_eager=False) -> dict:
-    return dict(model=model, dtype=dtype, device=device, load_format=load_format, max_model_len=max_model_len,
+               enforce_eager=False, **extra) -> dict:
+    """LLM(...) keyword arguments from CLI options; `extra` passes other LLM arguments through."""
+    return dict(**extra, model=model, dtype=dtype, device=device, load_format=load_format, max_model_len=max_model_len,
                 kv_cache_bytes=kv_cache_bytes, max_num_seqs=max_num_seqs,
                 max_num_batched_tokens=max_num_batched_tokens, scheduler_policy=scheduler,
                 attention_backend=attention_backend, enforce_eager=enforce_eager)
