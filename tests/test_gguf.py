@@ -90,8 +90,9 @@ def hf_greedy(hf_model, prompt: list[int], num_new_tokens: int) -> list[int]:
     hf_model.generation_config.eos_token_id = None
     with warnings.catch_warnings():  # transformers 5.2x warns about its own cache argument names
         warnings.simplefilter("ignore", FutureWarning)
-        out = hf_model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                                max_new_tokens=num_new_tokens, min_new_tokens=0, do_sample=False, pad_token_id=0)
+        ids = torch.tensor([prompt])
+        out = hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=num_new_tokens,
+                                do_sample=False, pad_token_id=0)
     return out[0, len(prompt):].tolist()
 
 
@@ -308,8 +309,12 @@ def test_not_a_gguf_file(tmp_path):
 def test_truncated_gguf_file(tmp_path):
     path = tmp_path / "model.gguf"
     finish(_minimal_llama_writer(path))
-    path.write_bytes(path.read_bytes()[:60])
-    with pytest.raises(ValueError, match="truncated"):
+    data = path.read_bytes()
+    path.write_bytes(data[:60])  # inside the metadata
+    with pytest.raises(ValueError, match="header ends early; the file is truncated"):
+        load_gguf(path)
+    path.write_bytes(data[:-100])  # inside the tensor data
+    with pytest.raises(ValueError, match="token_embd.weight extends past the end of the file"):
         load_gguf(path)
 
 
@@ -335,6 +340,15 @@ def test_unsupported_tensor_type_and_unknown_tensor(tmp_path):
     add_tensor(writer, "blk.0.ssm_conv1d.weight", np.ones((4, 32), dtype=np.float32))
     finish(writer)
     with pytest.raises(ValueError, match="ssm_conv1d"):
+        load_gguf(path)
+
+
+def test_rope_freqs_of_unknown_scaling_is_refused(tmp_path):
+    path = tmp_path / "odd-rope.gguf"
+    writer = _minimal_llama_writer(path)
+    add_tensor(writer, "rope_freqs.weight", np.linspace(1.0, 3.0, 8, dtype=np.float32))
+    finish(writer)
+    with pytest.raises(ValueError, match="rope_freqs is not llama3 rope scaling"):
         load_gguf(path)
 
 

@@ -71,15 +71,17 @@ class _HeaderParser:
     def __init__(self, f: BinaryIO) -> None:
         self.f = f
 
-    def scalar(self, fmt: str):
-        size = struct.calcsize(fmt)
+    def read(self, size: int) -> bytes:
         data = self.f.read(size)
         if len(data) != size:
             raise ValueError("GGUF header ends early; the file is truncated")
-        return struct.unpack(fmt, data)[0]
+        return data
+
+    def scalar(self, fmt: str):
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
 
     def string(self) -> str:
-        return self.f.read(self.scalar("<Q")).decode("utf-8", errors="replace")
+        return self.read(self.scalar("<Q")).decode("utf-8", errors="replace")
 
     def value(self, value_type: int) -> Any:
         if value_type == GGUFValueType.STRING:
@@ -88,7 +90,7 @@ class _HeaderParser:
             item_type, count = self.scalar("<I"), self.scalar("<Q")
             if item_type in _SCALAR_FORMATS:  # numeric arrays in one read
                 fmt = _SCALAR_FORMATS[item_type]
-                return list(struct.unpack(f"<{count}{fmt[1]}", self.f.read(count * struct.calcsize(fmt))))
+                return list(struct.unpack(f"<{count}{fmt[1]}", self.read(count * struct.calcsize(fmt))))
             return [self.value(item_type) for _ in range(count)]
         if value_type not in _SCALAR_FORMATS:
             raise ValueError(f"GGUF metadata has unknown value type {value_type}")
@@ -125,13 +127,21 @@ def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:
             records.append((name, tuple(reversed(dims)), qtype, offset))
         alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
         data_start = -(-f.tell() // alignment) * alignment
+    file_size = os.path.getsize(path)
     tensors = {}
     for name, shape, qtype, offset in records:
         try:
             qtype = GGMLQuantizationType(qtype)
         except ValueError:
             raise ValueError(f"{path}: tensor {name} has unknown GGML type {qtype}") from None
-        tensors[name] = GGUFTensorInfo(name, shape, qtype, data_start + offset)
+        block_size = GGML_QUANT_SIZES[qtype][0]
+        if shape and shape[-1] % block_size != 0:
+            raise ValueError(f"{path}: tensor {name} has rows of {shape[-1]} values, "
+                             f"not a multiple of the {qtype.name} block size {block_size}")
+        info = GGUFTensorInfo(name, shape, qtype, data_start + offset)
+        if info.data_offset + info.num_bytes > file_size:
+            raise ValueError(f"{path}: tensor {name} extends past the end of the file; the file is truncated")
+        tensors[name] = info
     return GGUFHeader(path, metadata, tensors)
 
 
@@ -140,11 +150,15 @@ def read_gguf_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return read_gguf_header(path).metadata
 
 
+def _check_tensor_type(path: str, info: GGUFTensorInfo) -> None:
+    if info.qtype not in SUPPORTED_TENSOR_TYPES:
+        raise ValueError(f"{path}: tensor {info.name} has type {info.qtype.name}; supported types: "
+                         f"{[t.name for t in SUPPORTED_TENSOR_TYPES]}")
+
+
 def dequantize_tensor(path: str, info: GGUFTensorInfo) -> torch.Tensor:
     """Read one tensor from the file and decode it to float32 in torch order."""
-    if info.qtype not in SUPPORTED_TENSOR_TYPES:
-        raise ValueError(f"tensor {info.name} has type {info.qtype.name}; supported types: "
-                         f"{[t.name for t in SUPPORTED_TENSOR_TYPES]}")
+    _check_tensor_type(path, info)
     raw = np.memmap(path, dtype=np.uint8, mode="r", offset=info.data_offset, shape=(info.num_bytes,))
     rows = raw.reshape(-1, info.num_bytes // math.prod(info.shape[:-1]))  # [rows, bytes per row]
     values = np.array(dequantize(rows, info.qtype), dtype=np.float32)  # copy: off the memmap
@@ -216,9 +230,7 @@ def load_gguf(path: str | os.PathLike) -> tuple[ModelArchConfig, Iterator[tuple[
         hf_name = _hf_name(arch, info.name)
         if hf_name is None:
             raise ValueError(f"{path}: tensor {info.name!r} has no counterpart in our {arch} model")
-        if info.qtype not in SUPPORTED_TENSOR_TYPES:
-            raise ValueError(f"{path}: tensor {info.name} has type {info.qtype.name}; supported types: "
-                             f"{[t.name for t in SUPPORTED_TENSOR_TYPES]}")
+        _check_tensor_type(path, info)
         names[info.name] = hf_name
 
     def weights() -> Iterator[tuple[str, torch.Tensor]]:
@@ -299,21 +311,21 @@ def _rope_scaling(header: GGUFHeader, arch: str) -> dict[str, Any] | None:
 
 def _llama3_rope_scaling(header: GGUFHeader, arch: str) -> dict[str, Any]:
     """Llama 3.1+ files store rope scaling as a tensor of per-frequency divisors
-    (`rope_freqs`) rather than as parameters. The converter computes it from
-    factor, low/high_freq_factor and the original context length (defaults
-    8192, 1, 4); we recover the factor and check those defaults reproduce the
-    tensor exactly, so a file built differently is refused rather than misread."""
-    md = header.metadata
+    (`rope_freqs`) rather than as parameters. llama.cpp's converter computes it
+    from `factor` and, in practice, its defaults low_freq_factor=1,
+    high_freq_factor=4, original context 8192. We read the factor off the
+    tensor and check that those defaults reproduce it, so a file built
+    differently is refused rather than misread."""
     divisors = dequantize_tensor(header.path, header.tensors["rope_freqs.weight"]).double()
-    dim = divisors.numel() * 2
-    base = md.get(f"{arch}.rope.freq_base", 10000.0)
     params = {"rope_type": "llama3", "factor": float(divisors.max()), "low_freq_factor": 1.0,
               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    dim = 2 * divisors.numel()
+    base = header.metadata.get(f"{arch}.rope.freq_base", 10000.0)
     wavelen = 2 * math.pi * base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-    old_len, low, high = params["original_max_position_embeddings"], params["low_freq_factor"], params["high_freq_factor"]
-    smooth = ((old_len / wavelen - low) / (high - low)).clamp(0, 1)
+    # 0 for long wavelengths (divided by factor), 1 for short ones (kept), linear in between.
+    smooth = ((8192 / wavelen - 1.0) / (4.0 - 1.0)).clamp(0, 1)
     expected = 1 / ((1 - smooth) / params["factor"] + smooth)
     if not torch.allclose(divisors, expected, rtol=1e-4, atol=1e-4):
-        raise ValueError(f"{header.path}: rope_freqs does not match llama3 rope scaling with the standard "
-                         "low/high frequency factors (1, 4) and original context 8192; not supported")
+        raise ValueError(f"{header.path}: rope_freqs is not llama3 rope scaling with low/high frequency "
+                         "factors 1 and 4 and original context 8192; not supported")
     return params
