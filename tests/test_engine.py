@@ -223,3 +223,21 @@ def test_dummy_weights_without_tokenizer_take_token_ids(model_dirs):
     with pytest.raises(ValueError, match="tokenizer"):
         llm.generate([[5, 6]], SamplingParams(stop=["x"]), use_tqdm=False)
     assert not llm.engine.has_unfinished_requests()
+
+
+def test_prompt_logprobs_match_hf_with_chunks_and_prefix_cache(model_dirs):
+    directory = model_dirs["qwen2"]
+    prompt = _prompts(_vocab_size(directory))[3]
+    hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = torch.log_softmax(hf(torch.tensor([prompt])).logits[0].float(), -1)
+    llm = LLM(str(directory), dtype="float32", device="cpu", block_size=4, max_num_batched_tokens=7)
+    params = SamplingParams(max_tokens=2, prompt_logprobs=3, ignore_eos=True)
+    for _ in range(2):  # the second request would hit the prefix cache; prompt logprobs must not skip it
+        out = llm.generate([prompt], params, use_tqdm=False)[0]
+        assert len(out.prompt_logprobs) == len(prompt) and out.prompt_logprobs[0] is None
+        for position, token in enumerate(prompt[1:], start=1):
+            entry = out.prompt_logprobs[position]
+            assert abs(entry[token].logprob - float(ref[position - 1, token])) < 1e-4
+            top = torch.topk(ref[position - 1], 3).indices.tolist()
+            assert all(t in entry for t in top)

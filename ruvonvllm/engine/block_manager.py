@@ -98,7 +98,9 @@ class BlockManager:
             raise ValueError(f"{seq} already holds blocks; allocate_prefix is for sequences without any")
         blocks: list[int] = []
         key = _ROOT_KEY
-        if self.enable_prefix_caching:
+        # Prompt logprobs need logits at every prompt position, so such a request computes its
+        # whole prompt (vLLM does the same).
+        if self.enable_prefix_caching and seq.sampling_params.prompt_logprobs is None:
             tokens = seq.token_ids
             size = self.block_size
             for i in range((seq.num_tokens - 1) // size):

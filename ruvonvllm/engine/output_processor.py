@@ -80,8 +80,11 @@ class OutputProcessor:
                 continue
             if state.metrics.first_scheduled_time is None:
                 state.metrics.first_scheduled_time = now
-            if state.prompt_logprobs is not None and seq.index == 0:
-                state.prompt_logprobs.extend(result.prompt_logprobs.get(seq.seq_id, []))
+            entries = result.prompt_logprobs.get(seq.seq_id) if seq.index == 0 else None
+            if entries and state.prompt_logprobs is not None:
+                if entries[0] is None:  # the prompt starts (again, after a preemption): recompute is exact
+                    state.prompt_logprobs = []
+                state.prompt_logprobs.extend(entries)
             token = result.sampled_token_ids.get(seq.seq_id)
             if token is None:
                 continue
