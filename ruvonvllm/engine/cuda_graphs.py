@@ -30,13 +30,16 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from ruvonvllm.attention.triton_backend import TritonAttentionBackend
 from ruvonvllm.engine.model_inputs import InputBuffer, InputLayout, ModelInputs, StepBatch, device_inputs, write_inputs
 from ruvonvllm.layers.attention import paged_attention_layers
+
+if TYPE_CHECKING:  # importing it would import Triton, which CPU-only installs may lack
+    from ruvonvllm.attention.triton_backend import TritonAttentionBackend
 
 logger = logging.getLogger("ruvonvllm.engine")
 
@@ -78,6 +81,7 @@ class DecodeGraphs:
         self._workspace: tuple[torch.Tensor, torch.Tensor] | None = None
         self.capture_seconds = 0.0
         self.memory_bytes = 0
+        self.num_replays = 0
 
     @property
     def max_batch_size(self) -> int:
@@ -154,4 +158,5 @@ class DecodeGraphs:
         batch_size = self.padded_size(batch.num_seqs)
         self._fill(batch, batch_size)
         self._graphs[batch_size].replay()
+        self.num_replays += 1
         return self._logits[batch_size][:batch.num_seqs]

@@ -211,7 +211,8 @@ def write_inputs(views: dict[str, np.ndarray], batch: StepBatch, block_size: int
 
     last_tokens = query_start_loc[1:num_seqs + 1].astype(np.int64) - 1
     views["last_token_indices"][:num_seqs] = last_tokens
-    views["logits_indices"][:] = last_tokens if batch.sample_rows is None else last_tokens[batch.sample_rows]
+    if views["logits_indices"].size:  # a decode graph's layout has none: it takes every row's logits
+        views["logits_indices"][:] = last_tokens if batch.sample_rows is None else last_tokens[batch.sample_rows]
 
     if num_padded_seqs is not None and num_padded_seqs > num_seqs:
         _write_padding(views, num_seqs, num_padded_seqs)

@@ -114,7 +114,8 @@ class ModelRunner:
         # A sequence samples when this step reaches its last token (ScheduledSequence.samples).
         lengths = np.fromiter((seq.num_tokens for seq in seqs), np.int64, num_seqs)
         samples = starts + query_lens == lengths
-        return StepBatch(token_ids, starts, query_lens, self.block_tables.rows_for(seqs), self.block_tables.tables,
+        table_rows = self.block_tables.rows_for(seqs)  # may grow the table: read .tables after it
+        return StepBatch(token_ids, starts, query_lens, table_rows, self.block_tables.tables,
                          sample_rows=None if samples.all() else np.flatnonzero(samples))
 
     def _replays_graph(self, batch: StepBatch, scheduled: list[ScheduledSequence]) -> bool:

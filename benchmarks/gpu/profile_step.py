@@ -1,0 +1,124 @@
+"""Where a decode step's time goes: GPU kernels vs the host, with and without CUDA graphs.
+
+    python benchmarks/gpu/profile_step.py --model benchmarks/models/qwen3-0.6b.json --batch-size 1
+    python benchmarks/gpu/profile_step.py ... --enforce-eager
+
+Loads the shape with dummy weights (start-up time, graph capture time and
+memory are printed), runs `batch_size` requests of 128 prompt tokens into
+steady decode, then:
+
+1. times STEPS engine steps one by one (device synchronized), splitting the
+   host's time into scheduling, the runner and the rest (update + outputs);
+2. profiles PROFILED_STEPS steps with torch.profiler and sums the GPU kernel
+   time per step from its trace. Step time minus kernel time is time the GPU
+   sat idle waiting for the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import statistics
+import tempfile
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from ruvonvllm import LLM, SamplingParams
+from ruvonvllm.bench.latency import random_prompts
+
+STEPS = 50
+PROFILED_STEPS = 10
+PROMPT_LEN = 128
+
+
+class Timed:
+    """Wraps a bound method and keeps the wall time of every call."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.seconds: list[float] = []
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        result = self.fn(*args, **kwargs)
+        self.seconds.append(time.perf_counter() - start)
+        return result
+
+
+def kernel_time_per_step(prof, num_steps: int) -> tuple[float, list[tuple[str, float]]]:
+    """(GPU kernel + copy milliseconds per step, top kernels by total ms per step) from the trace."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    by_name: dict[str, float] = collections.defaultdict(float)
+    total = 0.0
+    for event in events:
+        if event.get("ph") == "X" and event.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset"):
+            total += event["dur"]
+            by_name[event["name"][:80]] += event["dur"]
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:12]
+    return total / 1e3 / num_steps, [(name, us / 1e3 / num_steps) for name, us in top]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--enforce-eager", action="store_true")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    llm = LLM(args.model, load_format="dummy", max_model_len=args.max_model_len, max_num_seqs=args.batch_size,
+              enforce_eager=args.enforce_eager)
+    startup = time.perf_counter() - start
+    engine = llm.engine
+    graphs = engine.runner.cuda_graphs
+    print(f"start-up {startup:.1f} s (load {engine.loaded.load_seconds:.1f} s"
+          + (f", {len(graphs.batch_sizes)} graphs captured in {graphs.capture_seconds:.1f} s, "
+             f"{graphs.memory_bytes / 2**20:.0f} MiB)" if graphs else ", eager)"))
+
+    prompts = random_prompts(args.batch_size, PROMPT_LEN, engine.loaded.config.vocab_size)
+    params = SamplingParams(temperature=0.0, max_tokens=STEPS + PROFILED_STEPS + 40, ignore_eos=True)
+    for i, prompt in enumerate(prompts):
+        engine.add_request(str(i), prompt, params)
+    for _ in range(10):  # prefill, then a few decode steps to warm up
+        engine.step()
+
+    schedule = engine.scheduler.schedule = Timed(engine.scheduler.schedule)
+    execute = engine.runner.execute = Timed(engine.runner.execute)
+    step_seconds = []
+    for _ in range(STEPS):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        engine.step()
+        torch.cuda.synchronize()
+        step_seconds.append(time.perf_counter() - t0)
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(PROFILED_STEPS):
+            engine.step()
+        torch.cuda.synchronize()
+    kernel_ms, top = kernel_time_per_step(prof, PROFILED_STEPS)
+
+    step_ms = statistics.median(step_seconds) * 1e3
+    schedule_ms = statistics.median(schedule.seconds) * 1e3
+    execute_ms = statistics.median(execute.seconds) * 1e3
+    mode = "eager" if args.enforce_eager else "graphs"
+    print(f"{os.path.basename(args.model)} batch {args.batch_size} {mode}: step {step_ms:.3f} ms "
+          f"({args.batch_size / step_ms * 1e3:.0f} tok/s) | GPU kernels {kernel_ms:.3f} ms/step "
+          f"({kernel_ms / step_ms:.0%} busy) | host: schedule {schedule_ms:.3f} ms, runner.execute "
+          f"{execute_ms:.3f} ms (incl. waiting for the GPU), rest {step_ms - schedule_ms - execute_ms:.3f} ms")
+    print("top GPU kernels, ms per step:")
+    for name, ms in top:
+        print(f"  {ms:8.4f}  {name}")
+
+
+if __name__ == "__main__":
+    main()

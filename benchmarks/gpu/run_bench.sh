@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Part 20's measurements in one GPU-machine call, most important first, within one deadline:
+# GPU tests, decode latency (batch 1 and 8, CUDA graphs on and off, HF beside at batch 1),
+# per-step profiles (kernel vs host time), and the nano throughput workload.
+#
+#   bash benchmarks/gpu/run_bench.sh            # from the repository root, on the GPU machine
+#
+# max_model_len is 4096 everywhere, as in the vLLM baseline of shared/BENCHMARKS.md.
+# Logs go to $OUT/log.txt, every JSON result into $OUT/results.json.
+set -u
+source benchmarks/gpu/setup.sh
+OUT=${OUT:-/tmp/ruvon-bench}
+DEADLINE=${DEADLINE:-560}        # seconds from now; steps that cannot start in time are skipped
+mkdir -p "$OUT" /tmp/res
+START=$SECONDS
+R="python3 -m ruvonvllm.commands.main"
+Q=benchmarks/models/qwen3-0.6b.json
+L=benchmarks/models/llama-3.1-8b.json
+DUMMY="--load-format dummy --max-model-len 4096"
+
+step() {  # step NAME TIMEOUT COMMAND...
+  local name=$1 limit=$2; shift 2
+  local left=$((DEADLINE - (SECONDS - START)))
+  if [ "$left" -lt 30 ]; then echo "=== $name: skipped (deadline)" | tee -a "$OUT/log.txt"; return; fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "=== $name ($((SECONDS - START)) s): $*" | tee -a "$OUT/log.txt"
+  timeout "$limit" "$@" >> "$OUT/log.txt" 2>&1
+  echo "    exit $? after $((SECONDS - START)) s" | tee -a "$OUT/log.txt"
+}
+
+step tests 200 python3 -m pytest -q -x tests/test_cuda_graphs.py tests/test_triton_attention.py \
+  tests/test_gpu.py -k "not smollm2"
+step lat-qwen-b1 120 $R bench latency --model $Q $DUMMY --engine both --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1.json
+step lat-qwen-b1-eager 60 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --enforce-eager --json /tmp/res/lat-qwen-b1-eager.json
+step lat-qwen-b8 60 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 8 --output-len 256 --json /tmp/res/lat-qwen-b8.json
+step lat-qwen-b8-eager 60 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 8 --output-len 256 --enforce-eager --json /tmp/res/lat-qwen-b8-eager.json
+step prof-qwen-b1 60 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 1
+step prof-qwen-b1-eager 60 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 1 --enforce-eager
+step tput-qwen 120 $R bench throughput --model $Q $DUMMY --engine ruvon --json /tmp/res/tput-qwen.json
+step lat-llama-b1 60 $R bench latency --model $L $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-llama-b1.json
+step lat-llama-b1-eager 60 $R bench latency --model $L $DUMMY --engine ruvon --batch-size 1 --output-len 256 --enforce-eager --json /tmp/res/lat-llama-b1-eager.json
+step lat-llama-b8 60 $R bench latency --model $L $DUMMY --engine ruvon --batch-size 8 --output-len 256 --json /tmp/res/lat-llama-b8.json
+step prof-llama-b1 60 python3 benchmarks/gpu/profile_step.py --model $L --batch-size 1
+step prof-qwen-b8 60 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 8
+step tput-qwen-eager 150 $R bench throughput --model $Q $DUMMY --engine ruvon --enforce-eager --json /tmp/res/tput-qwen-eager.json
+
+python3 - "$OUT" <<'EOF'
+import glob, json, os, sys
+results = {os.path.basename(p)[:-5]: json.load(open(p)) for p in sorted(glob.glob("/tmp/res/*.json"))}
+json.dump(results, open(os.path.join(sys.argv[1], "results.json"), "w"), indent=1)
+for name, rows in results.items():
+    for r in rows:
+        if "ms_per_step" in r:
+            print(f"{name:20s} {r['engine']:5s} {r['ms_per_step']:8.3f} ms/step {r['tokens_per_second']:9.1f} tok/s "
+                  f"roofline {r['roofline_ms_per_step']:.3f} ms ({r['roofline_fraction']:.1%}) bw {r['bandwidth_gbs']:.0f} GB/s")
+        else:
+            print(f"{name:20s} {r['engine']:5s} {r['output_tokens']} tokens in {r['seconds']:.2f} s = "
+                  f"{r['output_tokens_per_second']:.1f} tok/s")
+EOF
+grep -E "^(start-up|[a-z0-9.-]+\.json batch|  +[0-9]+\.[0-9]+  )|passed|failed|Error|error" "$OUT/log.txt" | head -80
