@@ -119,7 +119,7 @@ def test_completion_logprobs(client):
     logprobs = response.choices[0].logprobs
     assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs) == 6
     assert logprobs.text_offset[0] == 0 and logprobs.text_offset == sorted(logprobs.text_offset)
-    for token, chosen, top in zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs):
+    for chosen, top in zip(logprobs.token_logprobs, logprobs.top_logprobs):
         assert chosen <= 0 and 1 <= len(top) <= 4
         # Greedy: the chosen token is the most likely one.
         assert math.isclose(chosen, max(top.values()), abs_tol=1e-5)

@@ -14,6 +14,7 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from ruvonvllm.api.errors import bad_request
+from ruvonvllm.api.logprobs import chat_logprobs
 from ruvonvllm.api.protocol import (
     ChatCompletionChoice,
     ChatCompletionRequest,
@@ -28,7 +29,6 @@ from ruvonvllm.api.serving import (
     SSE_DONE,
     ClientDisconnected,
     ServingContext,
-    chat_logprobs,
     final_output,
     make_sampling_params,
     new_request_id,

@@ -14,13 +14,17 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from ruvonvllm.api.errors import bad_request
-from ruvonvllm.api.protocol import CompletionChoice, CompletionRequest, CompletionResponse
+from ruvonvllm.api.logprobs import completion_logprobs
+from ruvonvllm.api.protocol import (
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+)
 from ruvonvllm.api.serving import (
     SSE_DONE,
     ClientDisconnected,
     ServingContext,
     abort_all,
-    completion_logprobs,
     final_output,
     make_sampling_params,
     merge,

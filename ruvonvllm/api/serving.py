@@ -12,25 +12,17 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel
 
 from ruvonvllm.api.errors import APIError, bad_request, model_not_found, overloaded
-from ruvonvllm.api.protocol import (
-    ChatChoiceLogprobs,
-    ChatTokenLogprob,
-    CompletionLogprobs,
-    SamplingFields,
-    TopLogprob,
-    Usage,
-)
+from ruvonvllm.api.protocol import SamplingFields, Usage
 from ruvonvllm.engine.async_engine import AsyncEngine, EngineNotAccepting, QueueFull, RequestStream
-from ruvonvllm.engine.plan import PositionLogprobs
 from ruvonvllm.metrics.collectors import ServerMetrics
-from ruvonvllm.outputs import CompletionOutput, RequestOutput
+from ruvonvllm.outputs import RequestOutput
 from ruvonvllm.sampling.params import SamplingParams
 
 T = TypeVar("T")
@@ -72,8 +64,8 @@ class ServingContext:
                               f"{self.max_model_len} tokens; it must be at most {self.max_model_len - 1}",
                               prompt_param, "context_length_exceeded")
         if max_tokens is not None and len(prompt_ids) + max_tokens > self.max_model_len:
-            raise bad_request(f"{max_tokens_param} ({max_tokens}) plus the prompt ({len(prompt_ids)} tokens) exceeds the "
-                              f"model's context of {self.max_model_len} tokens; ask for at most "
+            raise bad_request(f"{max_tokens_param} ({max_tokens}) plus the prompt ({len(prompt_ids)} tokens) "
+                              f"exceeds the model's context of {self.max_model_len} tokens; ask for at most "
                               f"{self.max_model_len - len(prompt_ids)} tokens", max_tokens_param,
                               "context_length_exceeded")
 
@@ -91,22 +83,22 @@ class ServingContext:
             for request_id, text, token_ids in requests:
                 streams.append(await self.engine.add_request(request_id, text if text is not None else token_ids,
                                                              params, prompt_token_ids=token_ids))
-        except BaseException as e:
+        except QueueFull as e:
             abort_all(streams)
-            raise self._as_api_error(e, fields) from e
-        return streams
-
-    def _as_api_error(self, error: BaseException, fields: BaseModel) -> BaseException:
-        if isinstance(error, QueueFull):
             self.metrics.observe_rejected("queue_full")
-            return overloaded(str(error), self.engine.retry_after_s)
-        if isinstance(error, EngineNotAccepting):
+            raise overloaded(str(e), self.engine.retry_after_s) from e
+        except EngineNotAccepting as e:
+            abort_all(streams)
             self.metrics.observe_rejected("not_accepting")
-            return APIError(503, str(error), "server_error", code="unavailable",
-                            headers={"Retry-After": str(self.engine.retry_after_s)})
-        if isinstance(error, ValueError):
-            return bad_request(str(error), param_named_in(str(error), fields))
-        return error
+            raise APIError(503, str(e), "server_error", code="unavailable",
+                           headers={"Retry-After": str(self.engine.retry_after_s)}) from e
+        except ValueError as e:
+            abort_all(streams)
+            raise bad_request(str(e), param_named_in(str(e), fields)) from e
+        except BaseException:  # cancelled (the client left) or a bug: nothing may stay behind
+            abort_all(streams)
+            raise
+        return streams
 
 
 def abort_all(streams: list[RequestStream]) -> None:
@@ -249,56 +241,3 @@ def sse(chunk: BaseModel | dict) -> str:
 
 
 SSE_DONE = "data: [DONE]\n\n"
-TokenText = Callable[[int], str]  # token id -> its text, for logprobs
-
-
-# ---- logprobs in OpenAI's two shapes -------------------------------------------------------
-
-def _top_entries(position: PositionLogprobs, num_top: int) -> list[tuple[int, float]]:
-    ranked = sorted(((lp.rank, tid, lp.logprob) for tid, lp in position.items()
-                     if lp.rank is not None and lp.rank <= num_top))
-    return [(tid, logprob) for _, tid, logprob in ranked]
-
-
-def completion_logprobs(token_text: TokenText, token_ids: list[int], positions: list[PositionLogprobs | None],
-                        num_top: int, text_offset: int) -> CompletionLogprobs:
-    """Legacy completions shape: parallel lists of tokens, their logprobs, top-N dicts and text offsets."""
-    result = CompletionLogprobs()
-    for token_id, position in zip(token_ids, positions):
-        text = token_text(token_id)
-        result.tokens.append(text)
-        result.text_offset.append(text_offset)
-        text_offset += len(text)
-        if position is None:  # the first prompt token has no logprob
-            result.token_logprobs.append(None)
-            result.top_logprobs.append(None)
-            continue
-        result.token_logprobs.append(position[token_id].logprob if token_id in position else None)
-        # Different ids can share a text (byte-level pieces all show as U+FFFD); the
-        # dict keeps the likelier one, so the chosen token's entry is never overwritten.
-        top: dict[str, float] = {}
-        for tid, lp in _top_entries(position, num_top):
-            top.setdefault(token_text(tid), lp)
-        if token_id in position:
-            top.setdefault(text, position[token_id].logprob)
-        result.top_logprobs.append(top)
-    return result
-
-
-def chat_logprobs(token_text: TokenText, token_ids: list[int], positions: list[PositionLogprobs], num_top: int) -> ChatChoiceLogprobs:
-    """Chat shape: one entry per token with its bytes and the top-N alternatives."""
-    content = []
-    for token_id, position in zip(token_ids, positions):
-        text = token_text(token_id)
-        top = [TopLogprob(token=token_text(tid), logprob=lp,
-                          bytes=list(token_text(tid).encode()))
-               for tid, lp in _top_entries(position, num_top)]
-        chosen = position.get(token_id)
-        content.append(ChatTokenLogprob(token=text, logprob=chosen.logprob if chosen else float("-inf"),
-                                        bytes=list(text.encode()), top_logprobs=top))
-    return ChatChoiceLogprobs(content=content)
-
-
-def new_logprob_positions(completion: CompletionOutput, start: int, end: int) -> list[PositionLogprobs]:
-    """Logprobs of output tokens [start, end). The engine's list may run ahead of an older snapshot's tokens."""
-    return list((completion.logprobs or [])[start:end])
