@@ -10,6 +10,7 @@ and preemption in one run.
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -164,6 +165,23 @@ PROMPT_LENGTHS = (5, 23, 2, 40, 11, 17, 1)   # 7 sequences: batches of 7, 6, 5, 
 MAX_TOKENS = (24, 9, 17, 24, 3, 12, 20)
 
 
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """model_dir(arch) -> a tiny HF checkpoint with a tokenizer (LLM loads one), built once."""
+    from tiny_models import make_tiny_hf_model
+    from tiny_tokenizer import save_tiny_tokenizer
+    built = {}
+
+    def get(arch: str):
+        if arch not in built:
+            directory = make_tiny_hf_model(arch, tmp_path_factory.mktemp(arch))
+            save_tiny_tokenizer(directory, vocab_size=json.loads((directory / "config.json").read_text())["vocab_size"])
+            built[arch] = directory
+        return built[arch]
+
+    return get
+
+
 def _hf_greedy(hf, prompt: list[int], steps: int) -> list[int]:
     ids = list(prompt)
     with torch.no_grad():
@@ -175,11 +193,11 @@ def _hf_greedy(hf, prompt: list[int], steps: int) -> list[int]:
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("arch", ["qwen3", "llama"])
-def test_graphs_greedy_equal_eager_and_hf(arch, tiny_model_dir):
+def test_graphs_greedy_equal_eager_and_hf(arch, model_dir):
     from transformers import AutoModelForCausalLM
 
     from ruvonvllm import LLM
-    directory = tiny_model_dir(arch)
+    directory = model_dir(arch)
     rng = random.Random(3)
     vocab = AutoModelForCausalLM.from_pretrained(directory).config.vocab_size
     prompts = [[rng.randrange(vocab) for _ in range(n)] for n in PROMPT_LENGTHS]
@@ -207,11 +225,11 @@ def test_graphs_greedy_equal_eager_and_hf(arch, tiny_model_dir):
 
 @gpu
 @pytest.mark.gpu
-def test_graphs_bf16_close_to_eager(tiny_model_dir):
+def test_graphs_bf16_close_to_eager(model_dir):
     """bf16: graph replay and eager steps run the same kernels (only the split-K partitioning
     may differ), so the chosen tokens' logprobs agree to bf16 rounding while the tokens agree."""
     from ruvonvllm import LLM
-    directory = tiny_model_dir("qwen3")
+    directory = model_dir("qwen3")
     prompts = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]
     params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True, logprobs=1)
     runs = {}

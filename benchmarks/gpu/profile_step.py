@@ -88,7 +88,8 @@ def main() -> None:
     params = SamplingParams(temperature=0.0, max_tokens=STEPS + PROFILED_STEPS + 40, ignore_eos=True)
     for i, prompt in enumerate(prompts):
         engine.add_request(str(i), prompt, params)
-    for _ in range(10):  # prefill, then a few decode steps to warm up
+    prefill_steps = -(-args.batch_size * PROMPT_LEN // engine.config.scheduler.max_num_batched_tokens)
+    for _ in range(prefill_steps + 10):  # prefill, then a few decode steps to warm up
         engine.step()
 
     schedule = engine.scheduler.schedule = Timed(engine.scheduler.schedule)

@@ -5,6 +5,8 @@
 #
 #   bash benchmarks/gpu/run_bench.sh            # from the repository root, on the GPU machine
 #
+#   ONLY="tests lat-qwen-b1" bash benchmarks/gpu/run_bench.sh   # a subset, by step name
+#
 # max_model_len is 4096 everywhere, as in the vLLM baseline of shared/BENCHMARKS.md.
 # Logs go to $OUT/log.txt, every JSON result into $OUT/results.json.
 set -u
@@ -14,12 +16,17 @@ DEADLINE=${DEADLINE:-560}        # seconds from now; steps that cannot start in 
 mkdir -p "$OUT" /tmp/res
 START=$SECONDS
 R="python3 -m ruvonvllm.commands.main"
-Q=benchmarks/models/qwen3-0.6b.json
-L=benchmarks/models/llama-3.1-8b.json
+# The HF peer reads a dummy shape from the directory of its config.json: one directory per shape.
+for shape in qwen3-0.6b llama-3.1-8b; do
+  mkdir -p /tmp/shapes/$shape && cp benchmarks/models/$shape.json /tmp/shapes/$shape/config.json
+done
+Q=/tmp/shapes/qwen3-0.6b/config.json
+L=/tmp/shapes/llama-3.1-8b/config.json
 DUMMY="--load-format dummy --max-model-len 4096"
 
-step() {  # step NAME TIMEOUT COMMAND...
+step() {  # step NAME TIMEOUT COMMAND...   (ONLY="name name ..." runs just those)
   local name=$1 limit=$2; shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   local left=$((DEADLINE - (SECONDS - START)))
   if [ "$left" -lt 30 ]; then echo "=== $name: skipped (deadline)" | tee -a "$OUT/log.txt"; return; fi
   [ "$limit" -gt "$left" ] && limit=$left
@@ -28,7 +35,7 @@ step() {  # step NAME TIMEOUT COMMAND...
   echo "    exit $? after $((SECONDS - START)) s" | tee -a "$OUT/log.txt"
 }
 
-step tests 200 python3 -m pytest -q -x tests/test_cuda_graphs.py tests/test_triton_attention.py \
+step tests 200 python3 -m pytest -q tests/test_cuda_graphs.py tests/test_triton_attention.py \
   tests/test_gpu.py -k "not smollm2"
 step lat-qwen-b1 120 $R bench latency --model $Q $DUMMY --engine both --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1.json
 step lat-qwen-b1-eager 60 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --enforce-eager --json /tmp/res/lat-qwen-b1-eager.json
@@ -42,6 +49,8 @@ step lat-llama-b1-eager 60 $R bench latency --model $L $DUMMY --engine ruvon --b
 step lat-llama-b8 60 $R bench latency --model $L $DUMMY --engine ruvon --batch-size 8 --output-len 256 --json /tmp/res/lat-llama-b8.json
 step prof-llama-b1 60 python3 benchmarks/gpu/profile_step.py --model $L --batch-size 1
 step prof-qwen-b8 60 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 8
+step prof-qwen-b256 90 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 256
+step tput-both-64 240 $R bench throughput --model $Q $DUMMY --engine both --num-prompts 64 --json /tmp/res/tput-both-64.json
 step tput-qwen-eager 150 $R bench throughput --model $Q $DUMMY --engine ruvon --enforce-eager --json /tmp/res/tput-qwen-eager.json
 
 python3 - "$OUT" <<'EOF'
