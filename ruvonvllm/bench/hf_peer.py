@@ -7,6 +7,7 @@ dequantizes it to fp32 itself), or a config.json with random weights (dummy).
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from pathlib import Path
 
@@ -20,7 +21,10 @@ def load_hf_model(model: str | None, load_format: str, dtype: torch.dtype, devic
 
     if load_format == "dummy":
         config_path = Path(model)
-        config = AutoConfig.from_pretrained(config_path.parent if config_path.is_file() else config_path)
+        if config_path.is_dir():
+            config_path = config_path / "config.json"
+        fields = json.loads(config_path.read_text())  # any file name, e.g. benchmarks/models/qwen3-0.6b.json
+        config = AutoConfig.for_model(fields.pop("model_type"), **fields)
         with torch.device(device):
             hf = AutoModelForCausalLM.from_config(config, dtype=dtype)
     else:
@@ -54,7 +58,8 @@ def hf_generate(hf, prompts: list[list[int]], max_new_tokens: int, greedy: bool 
     return elapsed, (out.shape[1] - width) * len(prompts)
 
 
-@torch.inference_mode()
+# No inference_mode here: HF runs its batching loop in a thread of its own, which must be free
+# to update the tensors it creates.
 def hf_continuous_batching(hf, prompts: list[list[int]], max_tokens: list[int], temperature: float) -> tuple[float, int]:
     """HF's own continuous batching (transformers >= 5) over per-request output lengths."""
     from transformers import GenerationConfig
@@ -82,6 +87,8 @@ def hf_continuous_batching(hf, prompts: list[list[int]], max_tokens: list[int], 
                 remaining -= 1
         _sync(device)
         elapsed = time.perf_counter() - start
+    if generated == 0:
+        raise RuntimeError("HF continuous batching generated no tokens")
     return elapsed, generated
 
 

@@ -42,6 +42,10 @@ def print_info(engine: LLMEngine, console: Console) -> None:
                     f"{runner.num_kv_tokens:,} tokens "
                     f"({runner.num_kv_tokens * runner.kv_bytes_per_token / 2**20:.0f} MiB)"),
     ]
+    graphs = runner.cuda_graphs
+    rows.append(("CUDA graphs", "off (CPU, the torch backend, or --enforce-eager)" if graphs is None else
+                 f"{len(graphs.batch_sizes)} decode graphs (batch {graphs.batch_sizes[0]}..{graphs.batch_sizes[-1]}), "
+                 f"captured in {graphs.capture_seconds:.1f} s, {graphs.memory_bytes / 2**20:.0f} MiB"))
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", value)
     console.print(table)
