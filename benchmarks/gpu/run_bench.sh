@@ -51,6 +51,8 @@ step prof-llama-b1 60 python3 benchmarks/gpu/profile_step.py --model $L --batch-
 step prof-qwen-b8 60 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 8
 step prof-qwen-b256 90 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 256
 step tput-both-64 240 $R bench throughput --model $Q $DUMMY --engine both --num-prompts 64 --json /tmp/res/tput-both-64.json
+step tput-both 480 $R bench throughput --model $Q $DUMMY --engine both --json /tmp/res/tput-both.json
+step lat-llama-b1-both 150 $R bench latency --model $L $DUMMY --engine both --batch-size 1 --output-len 256 --json /tmp/res/lat-llama-b1-both.json
 step tput-qwen-eager 150 $R bench throughput --model $Q $DUMMY --engine ruvon --enforce-eager --json /tmp/res/tput-qwen-eager.json
 
 python3 - "$OUT" <<'EOF'
