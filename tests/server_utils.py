@@ -61,13 +61,14 @@ def free_port() -> int:
 class ServerProcess:
     """`ruvon serve` in a subprocess; `url` once /health answers."""
 
-    def __init__(self, model_dir: Path, *extra_args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, model_dir: Path | None, *extra_args: str, env: dict[str, str] | None = None) -> None:
+        """model_dir None serves the embedded default model (SmolLM2-135M-Instruct) under its own name."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tempfile.mkstemp(prefix="ruvon-serve-", suffix=".log")[1])
-        args = [sys.executable, "-c", "from ruvonvllm.commands.main import app; app()", "serve",
-                "--model", str(model_dir), "--served-model-name", SERVED_MODEL_NAME, "--port", str(self.port),
-                "--kv-cache-bytes", str(KV_CACHE_BYTES), *extra_args]
+        model_args = ["--model", str(model_dir), "--served-model-name", SERVED_MODEL_NAME] if model_dir else []
+        args = [sys.executable, "-c", "from ruvonvllm.commands.main import app; app()", "serve", *model_args,
+                "--port", str(self.port), "--kv-cache-bytes", str(KV_CACHE_BYTES), *extra_args]
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                         env={**os.environ, **(env or {})})

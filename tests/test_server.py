@@ -249,6 +249,25 @@ def test_metrics_exposed(server, client):
     assert sample(samples, "ruvon:prefix_cache_hits_total") > hits_before
 
 
+@pytest.mark.slow
+def test_real_model_answers_paris_and_seeds_reproduce():
+    """The embedded SmolLM2-135M-Instruct behind the server, through the openai client."""
+    from server_utils import ServerProcess
+    server = ServerProcess(None)
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        [model] = [m.id for m in client.models.list().data]
+        question = [{"role": "user", "content": "What is the capital of France?"}]
+        answer = client.chat.completions.create(model=model, messages=question, max_tokens=24, temperature=0)
+        assert "Paris" in answer.choices[0].message.content
+        assert answer.choices[0].finish_reason == "stop"  # the model ends its turn by itself
+        kwargs = dict(model=model, messages=question, max_tokens=12, temperature=0.9, seed=2024)
+        first = client.chat.completions.create(**kwargs).choices[0].message.content
+        assert client.chat.completions.create(**kwargs).choices[0].message.content == first
+    finally:
+        server.stop()
+
+
 # ---- a private server: one sequence at a time, one waiting slot, an API key; SIGTERM ends it ----
 
 API_KEY = "test-secret"

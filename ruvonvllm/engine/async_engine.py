@@ -68,7 +68,11 @@ class RequestStream:
         self.finished = False
         self._loop = loop
         self._abort = abort
-        self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        # Outputs are cumulative, so only the newest matters: one the consumer has not
+        # taken yet is replaced, never queued behind. A slow client then costs one
+        # chunk per turn of its own loop, not one per engine step.
+        self._latest: RequestOutput | BaseException | None = None
+        self._ready = asyncio.Event()
         self._accepted: asyncio.Future[None] = loop.create_future()
 
     # ---- engine thread side ------------------------------------------------------
@@ -89,6 +93,12 @@ class RequestStream:
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return False
 
+    def _put(self, item: RequestOutput | BaseException) -> None:
+        """Event loop side of a delivery. An error is final: nothing replaces it."""
+        if not isinstance(self._latest, BaseException):
+            self._latest = item
+            self._ready.set()
+
     # ---- event loop side -----------------------------------------------------------
     def abort(self) -> None:
         """Abort the request unless it has finished (idempotent)."""
@@ -99,7 +109,9 @@ class RequestStream:
     async def __aiter__(self) -> AsyncIterator[RequestOutput]:
         try:
             while True:
-                item = await self._queue.get()
+                await self._ready.wait()
+                item, self._latest = self._latest, None
+                self._ready.clear()
                 if isinstance(item, BaseException):
                     raise item
                 if item.finished:
@@ -109,6 +121,11 @@ class RequestStream:
                     return
         finally:
             self.abort()
+
+
+def _put_all(deliveries: list[tuple[RequestStream, RequestOutput]]) -> None:
+    for stream, output in deliveries:
+        stream._put(output)
 
 
 @dataclass
@@ -312,14 +329,23 @@ class AsyncEngine:
             self._deliver([output for output in aborted if output is not None])
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
+        # One wake-up per event loop per step, however many of its requests progressed.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, RequestOutput]]] = {}
         for output in outputs:
             stream = self._streams.get(output.request_id)
             if stream is None:
                 continue
             if output.finished:
                 del self._streams[output.request_id]
-            if not self._push(stream, output):
-                self._abort(output.request_id)  # its event loop is gone
+            by_loop.setdefault(stream._loop, []).append((stream, output))
+        for loop, deliveries in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, deliveries)
+            except RuntimeError:  # the loop is closed: its requests have nobody to go to
+                for stream, output in deliveries:
+                    if not output.finished:
+                        self._abort(output.request_id)
+                        del self._streams[output.request_id]
         self.snapshot = self._take_snapshot()
         for observer in self.observers:
             try:
@@ -328,7 +354,7 @@ class AsyncEngine:
                 logger.exception("a step observer failed")
 
     def _push(self, stream: RequestStream, item: RequestOutput | BaseException) -> bool:
-        return stream._call_in_loop(lambda: stream._queue.put_nowait(item))
+        return stream._call_in_loop(lambda: stream._put(item))
 
     def _reject_pending(self, error: BaseException) -> None:
         try:
