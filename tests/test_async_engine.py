@@ -123,6 +123,17 @@ def test_bad_input_raises_value_error_and_engine_carries_on(llm):
     assert len(run_with_engine(llm, test).outputs[0].token_ids) == 3
 
 
+def test_add_requests_is_all_or_none(llm):
+    async def test(engine):
+        batch = [("ok-0", "hello", None), ("bad", [], None), ("ok-1", "there", None)]
+        with pytest.raises(ValueError, match="empty"):
+            await engine.add_requests(batch, LONG)
+        await wait_idle(engine)
+        return engine.snapshot
+
+    assert run_with_engine(llm, test).stats.num_waiting == 0
+
+
 def test_waiting_queue_bound(llm):
     async def test(engine):
         # Fill the running batch: each request counts as waiting until a step schedules it.
@@ -134,6 +145,8 @@ def test_waiting_queue_bound(llm):
         streams += [await engine.add_request(f"wait{i}", f"hello {i}", LONG) for i in range(2)]
         with pytest.raises(QueueFull, match="max_waiting=2"):
             await engine.add_request("one-too-many", "hello", LONG)
+        with pytest.raises(ValueError, match="max_waiting"):  # could never fit, even when idle
+            await engine.add_request("too-wide", "hello", SamplingParams(n=3))
         for stream in streams:
             stream.abort()
         await wait_idle(engine)

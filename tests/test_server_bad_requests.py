@@ -39,6 +39,8 @@ CASES = [
     ("unknown model", COMPLETIONS, {"prompt": "x", "model": "gpt-9"}, 404, "model", "gpt-9"),
     ("huge stop list", COMPLETIONS, {"prompt": "x", "stop": [f"s{i}" for i in range(10000)]}, 400, "stop",
      "at most"),
+    ("more sequences than may wait", COMPLETIONS, {"prompt": ["a"] * 64, "n": 5, "max_tokens": 1}, 400, "n",
+     "max_waiting"),
     ("empty stop string", COMPLETIONS, {"prompt": "x", "stop": ""}, 400, "stop", "at least 1"),
     ("logit_bias", COMPLETIONS, {"prompt": "x", "logit_bias": {"5": 10}}, 400, "logit_bias", "not supported"),
     ("suffix", COMPLETIONS, {"prompt": "x", "suffix": "end"}, 400, "suffix", "not supported"),

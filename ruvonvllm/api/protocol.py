@@ -67,7 +67,7 @@ class SamplingFields(OpenAIModel):
 # ---- /v1/completions --------------------------------------------------------------
 
 class CompletionRequest(SamplingFields):
-    prompt: (Annotated[str, Field()] | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
+    prompt: (str | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
              | TokenIds | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)])
     max_tokens: int | None = Field(default=16, ge=1)
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)

@@ -32,8 +32,11 @@ from ruvonvllm.engine.llm_engine import LLMEngine
 from ruvonvllm.metrics.collectors import CONTENT_TYPE_LATEST, ServerMetrics
 
 _ERROR = {"model": p.ErrorResponse}
+# Before OpenAPI 3.2 a text/event-stream schema describes one event.
+_SSE_EVENT = {"type": "object", "required": ["data"],
+              "properties": {"data": {"type": "string", "description": "A JSON chunk; the last event is [DONE]."}}}
 _GENERATION_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+    200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}},
           "description": "The result, or with stream=true server-sent events ending with `data: [DONE]`."},
     400: _ERROR | {"description": "Invalid request: the message names the field."},
     401: _ERROR | {"description": "Missing or wrong API key."},

@@ -78,27 +78,19 @@ class ServingContext:
     async def submit(self, requests: list[tuple[str, str | None, list[int]]], params: SamplingParams,
                      fields: BaseModel) -> list[RequestStream]:
         """Add (request_id, prompt text, prompt ids) requests; all of them or, on error, none."""
-        streams: list[RequestStream] = []
         try:
-            for request_id, text, token_ids in requests:
-                streams.append(await self.engine.add_request(request_id, text if text is not None else token_ids,
-                                                             params, prompt_token_ids=token_ids))
+            return await self.engine.add_requests(
+                [(request_id, text if text is not None else token_ids, token_ids)
+                 for request_id, text, token_ids in requests], params)
         except QueueFull as e:
-            abort_all(streams)
             self.metrics.observe_rejected("queue_full")
             raise overloaded(str(e), self.engine.retry_after_s) from e
         except EngineNotAccepting as e:
-            abort_all(streams)
             self.metrics.observe_rejected("not_accepting")
             raise APIError(503, str(e), "server_error", code="unavailable",
                            headers={"Retry-After": str(self.engine.retry_after_s)}) from e
         except ValueError as e:
-            abort_all(streams)
             raise bad_request(str(e), param_named_in(str(e), fields)) from e
-        except BaseException:  # cancelled (the client left) or a bug: nothing may stay behind
-            abort_all(streams)
-            raise
-        return streams
 
 
 def abort_all(streams: list[RequestStream]) -> None:

@@ -123,6 +123,12 @@ class RequestStream:
             self.abort()
 
 
+def _retrieve_exception(future: asyncio.Future) -> None:
+    """Mark an abandoned future's error as seen, so asyncio does not log it as lost."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _put_all(deliveries: list[tuple[RequestStream, RequestOutput]]) -> None:
     for stream, output in deliveries:
         stream._put(output)
@@ -135,6 +141,10 @@ class _Add:
     params: SamplingParams | None
     prompt_token_ids: list[int] | None
     arrival_time: float
+
+    @property
+    def num_seqs(self) -> int:
+        return self.params.n if self.params is not None else 1
 
 
 @dataclass
@@ -162,7 +172,7 @@ class AsyncEngine:
         self._commands: queue.SimpleQueue[_Add | _Abort | _Wake | _Stop] = queue.SimpleQueue()
         self._streams: dict[str, RequestStream] = {}  # engine thread only
         self._pending_lock = threading.Lock()
-        self._num_pending_adds = 0  # sent to the engine thread, not yet added
+        self._num_pending_seqs = 0  # sequences of requests sent to the engine thread, not yet added
         self._draining = False
         self._drain_deadline: float | None = None
         self._dead: BaseException | None = None
@@ -224,20 +234,37 @@ class AsyncEngine:
         Raises QueueFull or EngineNotAccepting at once, or the engine's ValueError
         for bad input (prompt too long, token ids outside the vocabulary, ...).
         """
-        self._check_accepting()
-        stream = RequestStream(request_id, asyncio.get_running_loop(), self.abort)
+        [stream] = await self.add_requests([(request_id, prompt, prompt_token_ids)], params, arrival_time)
+        return stream
+
+    async def add_requests(self, requests: list[tuple[str, str | list[int], list[int] | None]],
+                           params: SamplingParams | None = None,
+                           arrival_time: float | None = None) -> list[RequestStream]:
+        """Queue several (request_id, prompt, prompt_token_ids) requests, all or none.
+
+        The waiting-queue bound applies to the whole batch at once, so a request of
+        several prompts is never half admitted.
+        """
+        num_seqs = len(requests) * (params.n if params is not None else 1)
+        self._check_accepting(num_seqs)
+        loop = asyncio.get_running_loop()
+        streams = [RequestStream(request_id, loop, self.abort) for request_id, _, _ in requests]
         with self._pending_lock:
-            self._num_pending_adds += 1
+            self._num_pending_seqs += num_seqs
         arrival = time.monotonic() if arrival_time is None else arrival_time
-        self._commands.put(_Add(stream, prompt, params, prompt_token_ids, arrival))
-        if self._dead is not None:  # died between the check and the put: nobody will answer the command
+        for stream, (_, prompt, prompt_token_ids) in zip(streams, requests):
+            self._commands.put(_Add(stream, prompt, params, prompt_token_ids, arrival))
+        if self._dead is not None:  # died between the check and the put: nobody will answer the commands
             self._reject_pending(EngineNotAccepting(f"the engine has failed: {self._dead!r}"))
         try:
-            await stream._accepted
-        except asyncio.CancelledError:
-            self.abort(request_id)  # it may have been added meanwhile; abort of an unknown id is harmless
+            await asyncio.gather(*(stream._accepted for stream in streams))
+        except BaseException:
+            # A bad prompt, or the caller was cancelled: take back every one the engine accepted.
+            for stream in streams:
+                self.abort(stream.request_id)
+                stream._accepted.add_done_callback(_retrieve_exception)
             raise
-        return stream
+        return streams
 
     async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None,
                        prompt_token_ids: list[int] | None = None) -> AsyncIterator[RequestOutput]:
@@ -250,18 +277,22 @@ class AsyncEngine:
         """Abort a request (thread-safe); its stream ends with finish_reason "abort"."""
         self._commands.put(_Abort(request_id))
 
-    def _check_accepting(self) -> None:
+    def _check_accepting(self, num_seqs: int) -> None:
         if self._dead is not None:
             raise EngineNotAccepting(f"the engine has failed: {self._dead!r}")
         if self._draining:
             raise EngineNotAccepting("the server is shutting down")
         if not self.is_running:
             raise EngineNotAccepting("the engine is not running")
-        if self.max_waiting is not None:
-            waiting = self.snapshot.stats.num_waiting + self._num_pending_adds
-            if waiting >= self.max_waiting:
-                raise QueueFull(f"the waiting queue is full ({waiting} requests waiting, "
-                                f"max_waiting={self.max_waiting}); retry after {self.retry_after_s} s")
+        if self.max_waiting is None:
+            return
+        if num_seqs > max(self.max_waiting, 1):
+            raise ValueError(f"n: this request needs {num_seqs} sequences (prompts x n) but at most "
+                             f"{self.max_waiting} may wait at once (max_waiting)")
+        waiting = self.snapshot.stats.num_waiting + self._num_pending_seqs
+        if waiting + num_seqs > self.max_waiting:
+            raise QueueFull(f"the waiting queue is full ({waiting} sequences waiting, "
+                            f"max_waiting={self.max_waiting}); retry after {self.retry_after_s} s")
 
     # ---- the engine thread ------------------------------------------------------------
     def _run(self) -> None:
@@ -281,7 +312,7 @@ class AsyncEngine:
     def _apply_commands(self, block: bool) -> bool:
         """Apply every queued command (waiting for one if block); False once told to stop."""
         aborted: list[RequestOutput] = []
-        num_added = 0
+        num_added = 0  # sequences
         try:
             command = self._commands.get(block=block)
             while True:
@@ -289,7 +320,7 @@ class AsyncEngine:
                     return False
                 if isinstance(command, _Add):
                     self._add(command)
-                    num_added += 1
+                    num_added += command.num_seqs
                 elif isinstance(command, _Abort):
                     output = self._abort(command.request_id)
                     if output is not None:
@@ -301,7 +332,7 @@ class AsyncEngine:
         # so the admission check in _check_accepting never misses them.
         self._deliver(aborted)
         with self._pending_lock:
-            self._num_pending_adds -= num_added
+            self._num_pending_seqs -= num_added
         return True
 
     def _add(self, command: _Add) -> None:
@@ -342,7 +373,7 @@ class AsyncEngine:
             try:
                 loop.call_soon_threadsafe(_put_all, deliveries)
             except RuntimeError:  # the loop is closed: its requests have nobody to go to
-                for stream, output in deliveries:
+                for _, output in deliveries:
                     if not output.finished:
                         self._abort(output.request_id)
                         del self._streams[output.request_id]
@@ -363,7 +394,7 @@ class AsyncEngine:
                 if isinstance(command, _Add):
                     command.stream._resolve(error)
                     with self._pending_lock:
-                        self._num_pending_adds -= 1
+                        self._num_pending_seqs -= command.num_seqs
         except queue.Empty:
             pass
 
