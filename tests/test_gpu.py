@@ -11,9 +11,8 @@ import os
 
 import pytest
 import torch
-from test_engine import _prompts, _vocab_size
-from tiny_models import ARCHS, make_tiny_hf_model
-from tiny_tokenizer import save_tiny_tokenizer
+from test_engine import _prompts, _vocab_size, model_dirs  # noqa: F401  (the fixture, shared)
+from tiny_models import ARCHS
 from transformers import AutoModelForCausalLM
 
 from ruvonvllm import LLM, SamplingParams
@@ -26,16 +25,6 @@ STEPS = 32
 # Each LLM would otherwise size its pool from the card's free memory, and the LLMs of earlier
 # tests are still alive in this process.
 KV_BYTES = 256 << 20
-
-
-@pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
-    dirs = {}
-    for arch in ARCHS:
-        directory = make_tiny_hf_model(arch, tmp_path_factory.mktemp(arch))
-        save_tiny_tokenizer(directory, vocab_size=_vocab_size(directory))
-        dirs[arch] = directory
-    return dirs
 
 
 def hf_greedy_cuda(hf, prompt: list[int], steps: int) -> list[int]:
