@@ -37,6 +37,3 @@ def measure_copy_bandwidth(device: torch.device, num_bytes: int = 1 << 30, repea
     times.sort()
     return 2 * src.numel() * 4 / times[len(times) // 2]
 
-
-def roofline_seconds_per_step(weight_bytes: int, bandwidth: float) -> float:
-    return weight_bytes / bandwidth

@@ -32,12 +32,12 @@ def _llm(model, dtype, device, load_format, max_model_len, **kwargs):
     return LLM(**opt.llm_kwargs(model, dtype, device, load_format, max_model_len, **kwargs))
 
 
-def _hf_model(model, load_format, dtype_name, device_name, weights_dtype=None):
+def _hf_model(model, load_format, dtype_name, device_name):
     from ruvonvllm.bench.hf_peer import load_hf_model
     from ruvonvllm.model.loader import resolve_device
     import torch
     device = resolve_device(device_name)
-    dtype = weights_dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     if dtype_name != "auto":
         dtype = getattr(torch, dtype_name)
     return load_hf_model(model, load_format, dtype, device), device
@@ -59,7 +59,7 @@ def latency(
     engine: Engine = "ruvon", json_path: JsonPath = None,
 ) -> None:
     """Decode latency: ms per step at a fixed batch, ignore_eos, against the roofline."""
-    from ruvonvllm.bench.latency import make_result, random_prompts, run_ruvon_latency
+    from ruvonvllm.bench.latency import make_result, run_ruvon_latency
 
     results = []
     llm = None
