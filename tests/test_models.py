@@ -223,8 +223,7 @@ def test_rotary_frequencies_match_hf(kind):
 def test_rotary_table_grows_past_its_precomputed_length():
     small, large = RotaryEmbedding(16, 8, 10000.0), RotaryEmbedding(16, 64, 10000.0)
     positions = torch.arange(20)
-    for ours, reference in zip(small(positions, max_seq_len=20), large(positions, max_seq_len=20), strict=True):
-        torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(small(positions, max_seq_len=20).cos_sin, large(positions, max_seq_len=20).cos_sin)
     assert small.cos_sin_cache.shape[0] >= 20
 
 

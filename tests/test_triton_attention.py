@@ -7,22 +7,10 @@ run compiled, plus a few long-context cases that exercise split-K decode.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-# Triton chooses interpreter or compiler when a @triton.jit function is defined, its own
-# library (tl.sum, tl.max, ...) included, so TRITON_INTERPRET must be set before triton is
-# first imported. In a full test run an earlier module may already have imported it (the HF
-# model classes do); then this file re-runs itself in a fresh process, see the last test.
-NEEDS_FRESH_PROCESS = (not torch.cuda.is_available() and "triton" in sys.modules
-                       and os.environ.get("TRITON_INTERPRET") != "1")
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from triton_interpreter import (FRESH_PROCESS_REASON, NEEDS_FRESH_PROCESS, patch_interpreter_for_numpy_2_4,
+                                run_file_in_fresh_process)
 
 triton = pytest.importorskip("triton")
 
@@ -31,27 +19,8 @@ from ruvonvllm.attention.kernels.common import interpreting  # noqa: E402
 INTERPRET = interpreting()
 if not torch.cuda.is_available() and not INTERPRET:
     pytest.skip("no CUDA device and TRITON_INTERPRET is off", allow_module_level=True)
-
-
-def _patch_interpreter_for_numpy_2_4():
-    """Triton 3.6's interpreter turns a scalar into a loop bound with int(array of shape (1,)),
-    which numpy >= 2.4 rejects (triton-lang/triton#9171, fixed upstream after 3.6). Every
-    kernel loop with a runtime bound hits it; patch the conversion for this test run."""
-    import triton.runtime.interpreter as interpreter
-    if getattr(interpreter._patch_lang_tensor, "_ruvon_patched", False):
-        return
-    original = interpreter._patch_lang_tensor
-
-    def patched(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
-
-    patched._ruvon_patched = True
-    interpreter._patch_lang_tensor = patched
-
-
 if INTERPRET:
-    _patch_interpreter_for_numpy_2_4()
+    patch_interpreter_for_numpy_2_4()
 
 from ruvonvllm.attention.kernels import (choose_num_splits, paged_decode_attention,  # noqa: E402
                                          store_kv_cache)
@@ -71,8 +40,7 @@ cuda_only = pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.fixture(autouse=True)
 def _interpreter_chosen_before_triton_import(request):
     if NEEDS_FRESH_PROCESS and request.node.name != "test_whole_file_in_a_fresh_process":
-        pytest.skip("triton was imported before TRITON_INTERPRET was set; "
-                    "test_whole_file_in_a_fresh_process runs this case instead")
+        pytest.skip(FRESH_PROCESS_REASON)
 
 
 def make_chunks(specs: list[tuple[int, int]], block_size: int, generator: torch.Generator,
@@ -354,8 +322,4 @@ def test_cuda_batch_of_64_decodes():
 @pytest.mark.skipif(not NEEDS_FRESH_PROCESS, reason="the tests above ran in this process")
 def test_whole_file_in_a_fresh_process():
     """Run this file again where TRITON_INTERPRET is set before triton's first import."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
-        env={**os.environ, "TRITON_INTERPRET": "1"}, cwd=Path(__file__).resolve().parents[1],
-        capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    run_file_in_fresh_process(__file__)

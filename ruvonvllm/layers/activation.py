@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ruvonvllm.ops.silu_and_mul import silu_and_mul
+
 # "gelu_new" is OpenAI GPT-2's tanh approximation of GELU; torch's approximate="tanh"
 # computes the same formula.
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -40,6 +42,8 @@ class ActAndMul(nn.Module):
         self.act = get_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation_name in ("silu", "swish"):
+            return silu_and_mul(x)  # one fused kernel on CUDA
         gate, up = x.chunk(2, dim=-1)
         return self.act(gate) * up
 

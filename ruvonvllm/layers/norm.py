@@ -9,9 +9,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ruvonvllm.ops.rms_norm import rms_norm
+
 
 class RMSNorm(nn.Module):
-    """x / rms(x) * weight over the last dimension.
+    """x / rms(x) * weight over the last dimension, optionally after adding the residual stream.
+
+    `forward(x)` returns the normalized x. `forward(x, residual)` first forms
+    the new residual stream `x + residual` and returns (its norm, it): the
+    pre-norm decoder's "add, then normalize for the next sublayer" as one op,
+    one fused kernel on CUDA (ruvonvllm/ops/rms_norm.py).
 
     The statistics are taken in float32 and the result cast back before the
     weight is applied, in that order, because that is what HF's LlamaRMSNorm
@@ -23,11 +30,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        input_dtype = x.dtype
-        x32 = x.float()
-        variance = x32.pow(2).mean(-1, keepdim=True)
-        return self.weight * (x32 * torch.rsqrt(variance + self.eps)).to(input_dtype)
+    def forward(self, x: torch.Tensor,
+                residual: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return rms_norm(x, self.weight, self.eps, residual)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"

@@ -7,7 +7,8 @@ Llama, Mistral and Qwen checkpoints on the Hub expect to be used.
 
 The cos/sin of every angle are computed once into a float32 table
 `[max_positions, head_dim]` (cos in the first half, sin in the second) and a
-step only gathers the rows of its positions: no trigonometry per token.
+step only gathers the rows of its positions: no trigonometry per token. The
+rotation itself is ruvonvllm/ops/rotary.py (one fused kernel for q and k on CUDA).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ruvonvllm.ops.rotary import RotaryAngles
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -98,8 +101,8 @@ class RotaryEmbedding(nn.Module):
         """Recompute the table in float32 where the buffer lives now (after to_empty or a dtype cast)."""
         self.cos_sin_cache = self._table(self.cos_sin_cache.shape[0], self.cos_sin_cache.device)
 
-    def forward(self, positions: torch.Tensor, max_seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions [T] int64 -> (cos, sin), each [T, head_dim // 2] float32.
+    def forward(self, positions: torch.Tensor, max_seq_len: int) -> RotaryAngles:
+        """positions [T] int64 -> the step's angles (rows of the table, [T, head_dim] float32).
 
         `max_seq_len` is a host-side bound on the positions (every position is
         < max_seq_len), so growing the table never needs a device sync.
@@ -107,20 +110,4 @@ class RotaryEmbedding(nn.Module):
         if max_seq_len > self.cos_sin_cache.shape[0]:
             grown = max(max_seq_len, 2 * self.cos_sin_cache.shape[0])
             self.cos_sin_cache = self._table(grown, self.cos_sin_cache.device)
-        cos_sin = self.cos_sin_cache.index_select(0, positions)
-        return cos_sin.chunk(2, dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """Rotate x [T, num_heads * head_dim] by the angles in cos/sin [T, head_dim // 2].
-
-    Computed in x's dtype with cos/sin cast to it, as HF does, so bf16 runs
-    round the same way the reference does.
-    """
-    num_tokens = x.shape[0]
-    heads = x.view(num_tokens, -1, head_dim)
-    x1, x2 = heads.chunk(2, dim=-1)
-    cos = cos.unsqueeze(1).to(x.dtype)
-    sin = sin.unsqueeze(1).to(x.dtype)
-    rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    return rotated.view(num_tokens, -1)
+        return RotaryAngles(self.cos_sin_cache.index_select(0, positions))

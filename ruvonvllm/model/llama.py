@@ -30,9 +30,10 @@ from ruvonvllm.layers.activation import ActAndMul
 from ruvonvllm.layers.attention import PagedAttention
 from ruvonvllm.layers.linear import MergedLinear, copy_weight
 from ruvonvllm.layers.norm import RMSNorm
-from ruvonvllm.layers.rotary import RotaryEmbedding, apply_rotary
+from ruvonvllm.layers.rotary import RotaryEmbedding
 from ruvonvllm.model.config import ModelArchConfig
 from ruvonvllm.model.weight_utils import check_all_loaded, shard_key
+from ruvonvllm.ops.rotary import QKNorm, RotaryAngles, rotate_qk_
 
 # Checkpoint projection name -> (our fused projection, its shard).
 FUSED_PROJECTIONS = {
@@ -63,16 +64,12 @@ class LlamaAttention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
         self.attn = PagedAttention(self.num_heads, self.num_kv_heads, self.head_dim, scale=self.head_dim ** -0.5)
 
-    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attn_meta: AttentionMetadata) -> torch.Tensor:
-        num_tokens = hidden.shape[0]
-        q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        if self.qk_norm:
-            # Qwen3 normalizes each head separately, before the rotation.
-            q = self.q_norm(q.reshape(num_tokens, self.num_heads, self.head_dim)).view(num_tokens, self.q_size)
-            k = self.k_norm(k.reshape(num_tokens, self.num_kv_heads, self.head_dim)).view(num_tokens, self.kv_size)
-        q = apply_rotary(q, cos, sin, self.head_dim)
-        k = apply_rotary(k, cos, sin, self.head_dim)
+    def forward(self, hidden: torch.Tensor, angles: RotaryAngles, attn_meta: AttentionMetadata) -> torch.Tensor:
+        qkv = self.qkv_proj(hidden)  # [T, q_size + 2 * kv_size]
+        # Qwen3's per-head q/k norm and the rotation of q and k, in place, in one op.
+        qk_norm = QKNorm(self.q_norm.weight, self.k_norm.weight, self.q_norm.eps) if self.qk_norm else None
+        rotate_qk_(qkv, angles, self.num_heads, self.num_kv_heads, self.head_dim, qk_norm)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         return self.o_proj(self.attn(q, k, v, attn_meta))
 
 
@@ -96,10 +93,20 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = LlamaMLP(config)
 
-    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attn_meta: AttentionMetadata) -> torch.Tensor:
-        hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos, sin, attn_meta)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, angles: RotaryAngles,
+                attn_meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sublayer output, residual stream) -> the same pair after this layer.
+
+        The residual add of each sublayer is deferred into the next RMSNorm,
+        which adds and normalizes in one op: the first layer gets residual None.
+        """
+        if residual is None:
+            residual, hidden = hidden, self.input_layernorm(hidden)
+        else:
+            hidden, residual = self.input_layernorm(hidden, residual)
+        hidden = self.self_attn(hidden, angles, attn_meta)
+        hidden, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(hidden), residual
 
 
 class LlamaModel(nn.Module):
@@ -113,12 +120,13 @@ class LlamaModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 attn_meta: AttentionMetadata) -> torch.Tensor:
-        # One cos/sin gather per step, shared by every layer.
-        cos, sin = self.rotary_emb(positions, attn_meta.max_seq_len)
-        hidden = self.embed_tokens(input_ids)
+        # One gather of cos/sin rows per step, shared by every layer.
+        angles = self.rotary_emb(positions, attn_meta.max_seq_len)
+        hidden, residual = self.embed_tokens(input_ids), None
         for layer in self.layers:
-            hidden = layer(hidden, cos, sin, attn_meta)
-        return self.norm(hidden)
+            hidden, residual = layer(hidden, residual, angles, attn_meta)
+        hidden, _ = self.norm(hidden, residual)
+        return hidden
 
 
 class LlamaForCausalLM(nn.Module):

@@ -1,0 +1,101 @@
+"""Rotary embedding of the q and k heads of a fused qkv row, in place (Su et al. 2021, "RoFormer").
+
+The qkv projection's output row is [q heads | k heads | v heads]; q and k are
+adjacent, so one pass rotates both: `num_q_heads + num_kv_heads` heads of
+`head_dim` values, each rotated by its token's angles. Pairs are (i, i + head_dim/2),
+HF's "rotate_half" layout. Qwen3 first RMS-normalizes every q and k head with
+its own weight (q_norm, k_norm); the kernel does that in the same pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+
+from ruvonvllm.ops import use_triton_kernels
+
+
+@dataclass
+class RotaryAngles:
+    """One step's angles, gathered once and shared by every layer."""
+
+    cos_sin: torch.Tensor  # [T, head_dim] float32: cos of each token's angles, then sin
+
+    @cached_property
+    def cos_full(self) -> torch.Tensor:
+        """[T, 1, head_dim]: cos repeated for both halves (the torch path's broadcast operand)."""
+        cos, _ = self.cos_sin.chunk(2, dim=-1)
+        return torch.cat((cos, cos), dim=-1).unsqueeze(1)
+
+    @cached_property
+    def sin_signed(self) -> torch.Tensor:
+        """[T, 1, head_dim]: (-sin, sin), so that rotate_half(x) * sin == swap_halves(x) * sin_signed."""
+        _, sin = self.cos_sin.chunk(2, dim=-1)
+        return torch.cat((-sin, sin), dim=-1).unsqueeze(1)
+
+
+@dataclass(frozen=True)
+class QKNorm:
+    """Qwen3's per-head RMSNorm weights for q and k."""
+
+    q_weight: torch.Tensor  # [head_dim]
+    k_weight: torch.Tensor  # [head_dim]
+    eps: float
+
+
+def rotate_qk_(qkv: torch.Tensor, angles: RotaryAngles, num_q_heads: int, num_kv_heads: int,
+               head_dim: int, qk_norm: QKNorm | None = None) -> None:
+    """Rotate (after normalizing, with qk_norm) the q and k heads of qkv [T, >= (Hq + Hkv) * D] in place."""
+    if use_triton_kernels(qkv):
+        rotate_qk_triton_(qkv, angles, num_q_heads, num_kv_heads, head_dim, qk_norm)
+    else:
+        rotate_qk_reference_(qkv, angles, num_q_heads, num_kv_heads, head_dim, qk_norm)
+
+
+def rotate_qk_reference_(qkv: torch.Tensor, angles: RotaryAngles, num_q_heads: int, num_kv_heads: int,
+                         head_dim: int, qk_norm: QKNorm | None = None) -> None:
+    num_tokens = qkv.shape[0]
+    q_size, k_size = num_q_heads * head_dim, num_kv_heads * head_dim
+    q = qkv[:, :q_size].view(num_tokens, num_q_heads, head_dim)
+    k = qkv[:, q_size:q_size + k_size].view(num_tokens, num_kv_heads, head_dim)
+    if qk_norm is not None:
+        q.copy_(_head_rms_norm(q, qk_norm.q_weight, qk_norm.eps))
+        k.copy_(_head_rms_norm(k, qk_norm.k_weight, qk_norm.eps))
+    # q and k are adjacent in the row: rotate them as one [T, Hq + Hkv, D] view.
+    heads = qkv[:, :q_size + k_size].view(num_tokens, num_q_heads + num_kv_heads, head_dim)
+    x1, x2 = heads.chunk(2, dim=-1)
+    swapped = torch.cat((x2, x1), dim=-1)
+    # Each product rounds in x's dtype before the sum, exactly like HF's q * cos + rotate_half(q) * sin.
+    heads.copy_(heads * angles.cos_full.to(qkv.dtype) + swapped * angles.sin_signed.to(qkv.dtype))
+
+
+def _head_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, weight.shape, weight, eps)
+    x32 = x.float()
+    variance = x32.pow(2).mean(-1, keepdim=True)
+    return weight * (x32 * torch.rsqrt(variance + eps)).to(x.dtype)
+
+
+def rotate_qk_triton_(qkv: torch.Tensor, angles: RotaryAngles, num_q_heads: int, num_kv_heads: int,
+                      head_dim: int, qk_norm: QKNorm | None = None) -> None:
+    import triton
+
+    from ruvonvllm.ops.kernels import rotary_qk_kernel
+
+    if qkv.stride(-1) != 1 or angles.cos_sin.stride(-1) != 1:
+        raise ValueError("rotate_qk_: qkv and the angle table need contiguous rows")
+    num_tokens = qkv.shape[0]
+    if num_tokens == 0:
+        return
+    half = head_dim // 2
+    rotary_qk_kernel[(num_tokens, num_q_heads + num_kv_heads)](
+        qkv, angles.cos_sin,
+        qk_norm.q_weight if qk_norm else qkv, qk_norm.k_weight if qk_norm else qkv,
+        qkv.stride(0), angles.cos_sin.stride(0),
+        num_q_heads, qk_norm.eps if qk_norm else 0.0,
+        HALF_DIM=half, BLOCK=triton.next_power_of_2(half), QK_NORM=qk_norm is not None,
+    )
