@@ -23,6 +23,7 @@ from ruvonvllm.attention.torch_backend import TorchAttentionBackend
 from ruvonvllm.config import ModelConfig
 from ruvonvllm.engine.model_inputs import SequenceChunk, build_model_inputs
 from ruvonvllm.layers.attention import allocate_kv_caches, bind_kv_caches
+from ruvonvllm.layers.cpu_gemm import PackedLinear
 from ruvonvllm.layers.rotary import RotaryEmbedding, compute_inv_freq
 from ruvonvllm.model.hf_loader import hf_weight_files, iter_hf_weights, read_hf_config
 from ruvonvllm.model.loader import build_model, load_model
@@ -182,7 +183,9 @@ def test_dummy_load_from_a_config_json(tmp_path):
     assert loaded.load_format == "dummy" and loaded.config.model_type == "qwen3"
 
     params = dict(loaded.model.named_parameters())
-    assert loaded.weight_bytes == 4 * sum(p.numel() for p in params.values())
+    # On the CPU the linear weights live packed for oneDNN (layers/cpu_gemm.py), not as parameters.
+    packed = sum(m.packed_bytes() for m in loaded.model.modules() if isinstance(m, PackedLinear))
+    assert loaded.weight_bytes == 4 * sum(p.numel() for p in params.values()) + packed
     assert torch.equal(params["model.norm.weight"], torch.ones(64))
     embed = params["model.embed_tokens.weight"]
     assert 0.01 < embed.std().item() < 0.03
@@ -267,5 +270,7 @@ def test_gpt2_loads_original_openai_names(tiny_model_dir):
     assert all(not n.startswith("transformer.") for n, _ in unprefixed)
     model = build_model(config, torch.float32, CPU)
     model.load_weights(unprefixed)
-    for (name, p), (_, q) in zip(model.named_parameters(), load_ours(directory).named_parameters(), strict=True):
+    reference = build_model(config, torch.float32, CPU)
+    reference.load_weights(iter_hf_weights(directory))
+    for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
         assert torch.equal(p, q), name

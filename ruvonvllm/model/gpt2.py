@@ -88,6 +88,8 @@ class GPT2LMHeadModel(nn.Module):
         super().__init__()
         self.config = config
         self.transformer = GPT2Model(config)
+        # Set by ruvonvllm/layers/cpu_gemm.py on CPU: the head, repacked for oneDNN.
+        self.packed_lm_head: nn.Module | None = None
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 attn_meta: AttentionMetadata) -> torch.Tensor:
@@ -99,7 +101,12 @@ class GPT2LMHeadModel(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden_size] -> logits [N, vocab_size] float32; the head is always tied to wte."""
-        return F.linear(hidden, self.transformer.wte.weight).float()
+        if self.packed_lm_head is not None:
+            return self.packed_lm_head(hidden).float()
+        return F.linear(hidden, self.lm_head_weight()).float()
+
+    def lm_head_weight(self) -> torch.Tensor:
+        return self.transformer.wte.weight
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy a complete HF-named checkpoint into the allocated parameters, one tensor at a time."""

@@ -140,6 +140,8 @@ class LlamaForCausalLM(nn.Module):
         # sharing would not survive the meta-device construction + to_empty of the loader.
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # Set by ruvonvllm/layers/cpu_gemm.py on CPU: the head, repacked for oneDNN.
+        self.packed_lm_head: nn.Module | None = None
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 attn_meta: AttentionMetadata) -> torch.Tensor:
@@ -148,8 +150,13 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden_size] -> logits [N, vocab_size] float32."""
-        head = self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
-        return F.linear(hidden, head).float()
+        if self.packed_lm_head is not None:
+            return self.packed_lm_head(hidden).float()
+        return F.linear(hidden, self.lm_head_weight()).float()
+
+    def lm_head_weight(self) -> torch.Tensor:
+        """[vocab_size, hidden_size]: the embedding matrix when tied."""
+        return self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy a complete HF-named checkpoint into the allocated parameters, one tensor at a time."""
