@@ -6,9 +6,9 @@
 """
 
 from ruvonvllm.outputs import CompletionOutput, RequestOutput
-from ruvonvllm.sampling.params import SamplingParams
+from ruvonvllm.sampling.params import RequestOutputKind, SamplingParams
 
-__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput"]
+__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "RequestOutputKind"]
 __version__ = "0.1.0"
 
 

@@ -35,15 +35,18 @@ step() {  # step NAME TIMEOUT COMMAND...   (ONLY="name name ..." runs just those
   echo "    exit $? after $((SECONDS - START)) s" | tee -a "$OUT/log.txt"
 }
 
-step tests 200 python3 -m pytest -q tests/test_cuda_graphs.py tests/test_triton_attention.py \
+step tests 200 python3 -m pytest -q tests/test_fused_ops.py tests/test_cuda_graphs.py tests/test_triton_attention.py \
   tests/test_gpu.py -k "not smollm2"
+step tests-smollm2 120 python3 -m pytest -q tests/test_gpu.py -k smollm2
 step lat-qwen-b1 120 $R bench latency --model $Q $DUMMY --engine both --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1.json
+step lat-qwen-b1-unfused 60 env RUVON_DISABLE_FUSED_OPS=1 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1-unfused.json
 step lat-qwen-b1-eager 60 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --enforce-eager --json /tmp/res/lat-qwen-b1-eager.json
 step lat-qwen-b8 60 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 8 --output-len 256 --json /tmp/res/lat-qwen-b8.json
 step lat-qwen-b8-eager 60 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 8 --output-len 256 --enforce-eager --json /tmp/res/lat-qwen-b8-eager.json
 step prof-qwen-b1 60 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 1
 step prof-qwen-b1-eager 60 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 1 --enforce-eager
 step tput-qwen 120 $R bench throughput --model $Q $DUMMY --engine ruvon --json /tmp/res/tput-qwen.json
+step tput-llama 240 $R bench throughput --model $L $DUMMY --engine ruvon --json /tmp/res/tput-llama.json
 step lat-llama-b1 60 $R bench latency --model $L $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-llama-b1.json
 step lat-llama-b1-eager 60 $R bench latency --model $L $DUMMY --engine ruvon --batch-size 1 --output-len 256 --enforce-eager --json /tmp/res/lat-llama-b1-eager.json
 step lat-llama-b8 60 $R bench latency --model $L $DUMMY --engine ruvon --batch-size 8 --output-len 256 --json /tmp/res/lat-llama-b8.json

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence as SequenceABC
 
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 from ruvonvllm.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
 from ruvonvllm.engine.llm_engine import LLMEngine
 from ruvonvllm.outputs import RequestOutput
-from ruvonvllm.sampling.params import SamplingParams
+from ruvonvllm.sampling.params import RequestOutputKind, SamplingParams
 
 PromptInput = str | list[int] | dict
 Message = dict[str, str]
@@ -60,6 +61,8 @@ class LLM:
         token_lists = [self._validated_tokens(p) for p in prompt_list]
         request_ids = []
         for prompt, tokens, params in zip(prompt_list, token_lists, params_list):
+            # Offline callers only read finished outputs: do not build one per step.
+            params = dataclasses.replace(params, output_kind=RequestOutputKind.FINAL_ONLY)
             request_id = str(next(self._request_counter))
             text = prompt if isinstance(prompt, str) else (prompt.get("prompt") if isinstance(prompt, dict) else None)
             self.engine.add_request(request_id, text if text is not None else tokens, params,

@@ -15,7 +15,7 @@ from ruvonvllm.engine.plan import ModelRunnerOutput, PositionLogprobs
 from ruvonvllm.engine.sequence import Sequence
 from ruvonvllm.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from ruvonvllm.sampling.detokenizer import IncrementalDetokenizer
-from ruvonvllm.sampling.params import SamplingParams
+from ruvonvllm.sampling.params import RequestOutputKind, SamplingParams
 from ruvonvllm.sampling.stop import StopChecker
 from ruvonvllm.tokenizer import Tokenizer
 
@@ -108,12 +108,13 @@ class OutputProcessor:
         return stopped
 
     def make_outputs(self, request_ids: list[str]) -> list[RequestOutput]:
-        """Current outputs of these requests; finished requests are forgotten afterwards."""
+        """Current outputs of these requests (FINAL_ONLY ones only once finished);
+        finished requests are forgotten afterwards."""
         now = time.monotonic()
         outputs = []
         for request_id in dict.fromkeys(request_ids):
             state = self.requests.get(request_id)
-            if state is None:
+            if state is None or (state.params.output_kind is RequestOutputKind.FINAL_ONLY and not state.finished):
                 continue
             outputs.append(self._make_output(state, now))
             if state.finished:

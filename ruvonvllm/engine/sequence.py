@@ -27,8 +27,7 @@ class SequenceStatus(enum.Enum):
 
     @property
     def is_finished(self) -> bool:
-        return self in (SequenceStatus.FINISHED_STOPPED, SequenceStatus.FINISHED_LENGTH,
-                        SequenceStatus.FINISHED_ABORTED)
+        return self in _FINISHED_STATUSES
 
     @property
     def finish_reason(self) -> str | None:
@@ -36,6 +35,9 @@ class SequenceStatus(enum.Enum):
         return self.value if self.is_finished else None
 
 
+# Looked up several times per sequence per step: a frozenset, built once.
+_FINISHED_STATUSES = frozenset((SequenceStatus.FINISHED_STOPPED, SequenceStatus.FINISHED_LENGTH,
+                                SequenceStatus.FINISHED_ABORTED))
 _seq_ids = itertools.count()
 
 
@@ -97,7 +99,7 @@ class Sequence:
 
     @property
     def is_finished(self) -> bool:
-        return self.status.is_finished
+        return self.status in _FINISHED_STATUSES
 
     def append_token(self, token_id: int) -> None:
         self.token_ids.append(token_id)

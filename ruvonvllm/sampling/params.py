@@ -7,11 +7,24 @@ engine.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 # Below this temperature sampling is greedy (argmax); vLLM uses the same cut-off.
 GREEDY_TEMPERATURE = 1e-5
 MAX_LOGPROBS = 20
+
+
+class RequestOutputKind(enum.Enum):
+    """Which RequestOutputs a request produces (vLLM's name).
+
+    CUMULATIVE: one after every step that advanced it, each holding all text so far
+    (what a stream needs). FINAL_ONLY: just the finished one; `LLM.generate` asks
+    for this, which saves building an output per sequence per step.
+    """
+
+    CUMULATIVE = "cumulative"
+    FINAL_ONLY = "final_only"
 
 
 def _check(condition: bool, message: str) -> None:
@@ -48,6 +61,7 @@ class SamplingParams:
     prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
     # Filled by the engine: the stop strings as a list, never None.
     stop_strings: list[str] = field(init=False, repr=False)
 
@@ -91,6 +105,8 @@ class SamplingParams:
         _check(all(_is_int(t) and t >= 0 for t in self.stop_token_ids),
                "stop_token_ids must be a list of non-negative integers")
         _check(self.seed is None or _is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
+        _check(isinstance(self.output_kind, RequestOutputKind),
+               f"output_kind must be a RequestOutputKind, got {self.output_kind!r}")
 
     @property
     def greedy(self) -> bool:
