@@ -128,7 +128,10 @@ class BlockManager:
 
         All or nothing: returns False, allocating nothing, when the pool is short.
         """
-        num_needed = self.num_blocks_for(seq.num_computed_tokens + num_new_tokens) - len(seq.block_table)
+        num_tokens = seq.num_computed_tokens + num_new_tokens
+        if num_tokens <= len(seq.block_table) * self.block_size and seq.seq_id in self._holders:
+            return True  # the common decode step: the last block still has room
+        num_needed = self.num_blocks_for(num_tokens) - len(seq.block_table)
         if num_needed > self.num_free_blocks:
             return False
         for _ in range(num_needed):

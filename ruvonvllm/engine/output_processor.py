@@ -42,7 +42,10 @@ class RequestState:
 
     @property
     def finished(self) -> bool:
-        return all(seq.is_finished for seq in self.seqs)
+        for seq in self.seqs:  # a loop, not all(<genexpr>): asked for every request every step
+            if not seq.is_finished:
+                return False
+        return True
 
 
 StopSequence = tuple[Sequence, str]  # a sequence that hit a stop string, and which one

@@ -52,6 +52,7 @@ class Scheduler:
         # chunks nor shared prefixes make sense.
         self._share_prefixes = block_manager.enable_prefix_caching and config.enable_kv_cache
         self._may_chunk = config.enable_chunked_prefill and config.enable_kv_cache
+        self._block_size = block_manager.block_size
 
     # ---- queue state ---------------------------------------------------------------
     @property
@@ -193,8 +194,9 @@ class Scheduler:
             seq = scheduled.seq
             if seq.is_finished:  # aborted while the step ran
                 continue
-            samples = scheduled.samples  # read before num_computed_tokens moves
-            seq.num_computed_tokens += scheduled.num_new_tokens
+            computed_before = seq.num_computed_tokens
+            seq.num_computed_tokens = computed_before + scheduled.num_new_tokens
+            samples = seq.num_computed_tokens == seq.num_tokens  # ScheduledSequence.samples, before the append
             if samples:
                 token_id = result.sampled_token_ids[seq.seq_id]
                 seq.append_token(token_id)
@@ -207,7 +209,9 @@ class Scheduler:
                     finished.append(seq)
                     continue
             if self.config.enable_kv_cache:
-                self.block_manager.cache_computed_blocks(seq)
+                # Only a step that fills a block gives the prefix cache something new to key.
+                if computed_before // self._block_size != seq.num_computed_tokens // self._block_size:
+                    self.block_manager.cache_computed_blocks(seq)
             else:
                 # The "no cache" baseline: K/V is thrown away, the blocks are only
                 # scratch space the next step overwrites.

@@ -32,8 +32,8 @@ def step_seed(seed: int, index: int, step: int) -> int:
 
 @dataclass
 class SamplingBatch:
-    temperature: torch.Tensor        # [B] float32; 1.0 on greedy rows so nothing divides by 0
-    greedy: torch.Tensor             # [B] bool
+    temperature: torch.Tensor | None  # [B] float32; 1.0 on greedy rows so nothing divides by 0
+    greedy: torch.Tensor | None       # [B] bool; both None when every row is greedy (argmax needs neither)
     all_greedy: bool
     any_greedy: bool
     top_k: torch.Tensor | None       # [B] int64, vocab_size where disabled
@@ -51,7 +51,7 @@ class SamplingBatch:
         return max(asked) if asked else None
 
     def __len__(self) -> int:
-        return self.temperature.shape[0]
+        return len(self.num_logprobs)
 
     @classmethod
     def from_sequences(cls, seqs: list[Sequence], vocab_size: int, device: torch.device) -> SamplingBatch:
@@ -59,6 +59,10 @@ class SamplingBatch:
             raise ValueError("a SamplingBatch needs at least one sequence")
         params = [s.sampling_params for s in seqs]
         greedy = [p.greedy for p in params]
+        if all(greedy) and not any(p.logprobs is not None or p.has_penalties or p.min_tokens for p in params):
+            # The common plain-greedy batch: the sampler only takes an argmax. No host lists,
+            # no copies (this runs every step, for every sequence).
+            return cls(None, None, True, True, None, None, None, None, None, [], [None] * len(seqs))
 
         def column(values: list, dtype: torch.dtype) -> torch.Tensor:
             return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
