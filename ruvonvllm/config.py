@@ -106,6 +106,9 @@ class EngineConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     attention_backend: str = "auto"
     enforce_eager: bool = False
+    # Schedule step N+1 while the device computes step N (None: on for CUDA, where the
+    # host's work is otherwise the GPU's idle time; off on the CPU, whose model work is synchronous).
+    async_scheduling: bool | None = None
 
 
 def env_flag(name: str, default: bool = False) -> bool:

@@ -19,6 +19,9 @@ MaxBatchedTokens = Annotated[int, typer.Option("--max-num-batched-tokens", help=
 SchedulerPolicy = Annotated[str, typer.Option("--scheduler", help="sequential, static or continuous.")]
 AttentionBackend = Annotated[str, typer.Option("--attention-backend", help="auto, torch or triton.")]
 EnforceEager = Annotated[bool, typer.Option("--enforce-eager", help="Disable CUDA graphs.")]
+AsyncScheduling = Annotated[Optional[bool], typer.Option(
+    "--async-scheduling/--no-async-scheduling",
+    help="Schedule the next step while the GPU runs this one. Default: on with CUDA.")]
 
 
 def llm_kwargs(model, dtype, device, load_format, max_model_len, kv_cache_bytes=None, max_num_seqs=64,

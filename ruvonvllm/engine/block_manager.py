@@ -146,6 +146,8 @@ class BlockManager:
             return
         num_keyed, key = self._keyed_prefix[seq.seq_id]
         num_full = seq.num_computed_tokens // self.block_size
+        if num_full <= num_keyed:
+            return  # most decode steps: no block filled up since the last call
         size = self.block_size
         for i in range(num_keyed, num_full):
             key = _block_key(key, seq.token_ids[i * size:(i + 1) * size])

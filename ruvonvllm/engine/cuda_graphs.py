@@ -30,6 +30,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -78,6 +79,7 @@ class DecodeGraphs:
         self.buffer = InputBuffer(device, largest.nbytes)
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._logits: dict[int, torch.Tensor] = {}     # each graph's output, [batch_size, vocab]
+        self._inputs: dict[int, ModelInputs] = {}      # each graph's input views into the buffer
         self._workspace: tuple[torch.Tensor, torch.Tensor] | None = None
         self.capture_seconds = 0.0
         self.memory_bytes = 0
@@ -113,7 +115,7 @@ class DecodeGraphs:
         gc.collect()
         for batch_size in reversed(self.batch_sizes):
             self._fill(StepBatch.empty(), batch_size)  # all rows padding: valid, harmless inputs
-            inputs = self._graph_inputs(batch_size)
+            inputs = self._inputs[batch_size] = self._graph_inputs(batch_size)
             stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(stream):
                 # The warm-up compiles this shape's Triton kernels and picks cuBLAS
@@ -150,13 +152,18 @@ class DecodeGraphs:
         write_inputs(self.buffer.host_views(layout), batch, self.block_size, num_padded_seqs=batch_size)
         self.buffer.send(layout.nbytes)
 
-    def run(self, batch: StepBatch) -> torch.Tensor:
+    def run(self, batch: StepBatch, fill_inputs: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
         """Logits [num_seqs, vocab] float32 of a decode batch, by replaying a captured graph.
 
-        The tensor is the graph's own output: valid until the next replay.
+        `fill_inputs`, when given, is called with the graph's device input ids after the
+        step's inputs were sent and before the replay (asynchronous scheduling writes the
+        tokens the previous step sampled there). The returned tensor is the graph's own
+        output: valid until the next replay.
         """
         batch_size = self.padded_size(batch.num_seqs)
         self._fill(batch, batch_size)
+        if fill_inputs is not None:
+            fill_inputs(self._inputs[batch_size].input_ids)
         self._graphs[batch_size].replay()
         self.num_replays += 1
         return self._logits[batch_size][:batch.num_seqs]

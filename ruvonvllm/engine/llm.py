@@ -30,7 +30,8 @@ class LLM:
                  enable_prefix_caching: bool = True, max_num_seqs: int = 64,
                  max_num_batched_tokens: int = 2048, enable_chunked_prefill: bool = True,
                  scheduler_policy: str = "continuous", enable_kv_cache: bool = True,
-                 attention_backend: str = "auto", enforce_eager: bool = False) -> None:
+                 attention_backend: str = "auto", enforce_eager: bool = False,
+                 async_scheduling: bool | None = None) -> None:
         config = EngineConfig(
             model=ModelConfig(model=model, tokenizer=tokenizer, load_format=load_format, dtype=dtype,
                               device=device, max_model_len=max_model_len, seed=seed),
@@ -40,7 +41,7 @@ class LLM:
             scheduler=SchedulerConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                                       policy=scheduler_policy, enable_chunked_prefill=enable_chunked_prefill,
                                       enable_kv_cache=enable_kv_cache),
-            attention_backend=attention_backend, enforce_eager=enforce_eager)
+            attention_backend=attention_backend, enforce_eager=enforce_eager, async_scheduling=async_scheduling)
         self.engine = LLMEngine(config)
         self._request_counter = itertools.count()
 

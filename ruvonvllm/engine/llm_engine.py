@@ -4,6 +4,17 @@ Requests come in through add_request (validated before they touch any
 state), and every call to step() advances all running sequences by one
 scheduler decision. The offline LLM class, the CLI and the HTTP server all
 drive this same object.
+
+Asynchronous scheduling (on with CUDA): the GPU runs a step while the host
+works on the one before and the one after. step() schedules and launches step
+N, and only then waits for step N-1's sampled tokens and applies them
+(scheduler update, stop strings, outputs), while the GPU computes step N. Step
+N was planned assuming every sequence of step N-1 got one more token; that
+token reaches step N's inputs on the device, never through the host
+(ModelRunner.launch). A sequence that N-1 finishes by EOS or a stop string has
+computed one token too many in step N, which is dropped. Penalties need every
+generated token on the host when sampling, so a batch with penalties runs
+synchronously.
 """
 
 from __future__ import annotations
@@ -14,8 +25,9 @@ from dataclasses import dataclass
 
 from ruvonvllm.config import EngineConfig
 from ruvonvllm.engine.block_manager import BlockManager
-from ruvonvllm.engine.model_runner import ModelRunner
+from ruvonvllm.engine.model_runner import LaunchedStep, ModelRunner
 from ruvonvllm.engine.output_processor import OutputProcessor
+from ruvonvllm.engine.plan import SchedulerOutput
 from ruvonvllm.engine.scheduler import Scheduler
 from ruvonvllm.engine.sequence import Sequence, SequenceStatus
 from ruvonvllm.model.loader import LoadedModel, load_model
@@ -53,6 +65,9 @@ class LLMEngine:
                                           config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.block_manager, self.max_model_len)
         self.output_processor = OutputProcessor(self.tokenizer)
+        self.async_scheduling = (self.loaded.device.type == "cuda" if config.async_scheduling is None
+                                 else config.async_scheduling)
+        self._in_flight: tuple[SchedulerOutput, LaunchedStep] | None = None  # launched, not yet applied
 
     def _load_tokenizer(self, config: EngineConfig) -> Tokenizer | None:
         """The model's tokenizer. Dummy weights come from a bare config.json with none: such an
@@ -127,21 +142,43 @@ class LLMEngine:
         return outputs[0] if outputs else None
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished
+        return self.scheduler.has_unfinished or self._in_flight is not None
 
     # ---- the loop ------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
-        """Schedule, run, update. Returns the outputs of every request that progressed."""
-        plan = self.scheduler.schedule()
-        if plan.is_empty:
-            return []
-        result = self.runner.execute(plan)
-        self.scheduler.update(plan, result)
+        """Schedule, run, update. Returns the outputs of every request that progressed.
 
+        Asynchronously, the outputs returned are those of the previous step, applied
+        while the GPU computes the step launched here.
+        """
+        previous, self._in_flight = self._in_flight, None
+        if previous is not None and not self._may_overlap():
+            return self._apply(*previous)
+        plan = self.scheduler.schedule()
+        if not plan.is_empty:
+            launched = self.runner.launch(plan, previous[1] if previous else None)
+            self.scheduler.on_launched(plan)
+            self._in_flight = (plan, launched)
+        outputs = self._apply(*previous) if previous else []
+        if not self.async_scheduling and self._in_flight is not None:
+            current, self._in_flight = self._in_flight, None
+            outputs += self._apply(*current)
+        return outputs
+
+    def _apply(self, plan: SchedulerOutput, launched: LaunchedStep) -> list[RequestOutput]:
+        """Wait for a launched step's tokens and fold them into sequences, text and outputs."""
+        result = self.runner.wait(launched)
+        self.scheduler.update(plan, result)
         touched = [s.seq for s in plan.scheduled]
         for seq, stop_string in self.output_processor.fold_step(result, touched):
             self.scheduler.finish(seq, SequenceStatus.FINISHED_STOPPED, stop_reason=stop_string)
         return self.output_processor.make_outputs([seq.request_id for seq in touched])
+
+    def _may_overlap(self) -> bool:
+        """Whether the next step may be scheduled before the one in flight is applied:
+        not when a running sequence's sampling needs every token it generated (penalties)."""
+        return self.async_scheduling and not any(seq.sampling_params.has_penalties
+                                                 for seq in self.scheduler.running)
 
     def stats(self) -> EngineStats:
         bm = self.block_manager

@@ -15,36 +15,33 @@ from ruvonvllm.engine.sequence import Sequence
 
 @dataclass
 class ScheduledSequence:
-    """`seq` computes tokens [num_computed_tokens, num_computed_tokens + num_new_tokens) this step.
+    """`seq` computes tokens [start, start + num_new_tokens) this step.
 
-    The runner reads seq.num_computed_tokens and seq.block_table as they are
-    when the step starts; the scheduler advances num_computed_tokens in update().
+    `start` and `samples` are fixed when the step is scheduled: the scheduler
+    advances the sequence as soon as the step is launched (`on_launched`), and
+    the step must still be read as it was planned.
     """
 
     seq: Sequence
     num_new_tokens: int
+    start: int = field(init=False)
+    samples: bool = field(init=False)  # the step reaches the sequence's end, so its next token is sampled
 
-    @property
-    def start(self) -> int:
-        return self.seq.num_computed_tokens
+    def __post_init__(self) -> None:
+        self.start = self.seq.num_computed_tokens
+        # A chunk of a prompt that is not its last computes K/V only.
+        self.samples = self.start + self.num_new_tokens == self.seq.num_tokens
 
     @property
     def end(self) -> int:
-        return self.seq.num_computed_tokens + self.num_new_tokens
-
-    @property
-    def samples(self) -> bool:
-        """True when this step reaches the end of the sequence, so the next token is sampled.
-
-        A chunk of a prompt that is not its last computes K/V only.
-        """
-        return self.end == self.seq.num_tokens
+        return self.start + self.num_new_tokens
 
 
 @dataclass
 class SchedulerOutput:
     scheduled: list[ScheduledSequence] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    launched: bool = False  # set by Scheduler.on_launched
 
     @property
     def num_batched_tokens(self) -> int:

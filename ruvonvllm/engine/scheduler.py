@@ -15,9 +15,11 @@ its last token samples. Then, if nothing was preempted, waiting sequences are
 admitted in arrival order, as far as the policy (see policies.py), the budget,
 max_num_seqs and the blocks allow.
 
-update() advances every scheduled sequence by the tokens it computed, appends
-the sampled tokens, applies the stop rules, keys newly completed blocks for the
-prefix cache and releases finished sequences.
+on_launched() advances every scheduled sequence by the tokens the step
+computes, as soon as the runner has launched it; update() appends the sampled
+tokens when they arrive, applies the stop rules, keys newly completed blocks
+for the prefix cache and releases finished sequences. Between the two the next
+step may already be scheduled (asynchronous scheduling, see llm_engine.py).
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ class Scheduler:
         # chunks nor shared prefixes make sense.
         self._share_prefixes = block_manager.enable_prefix_caching and config.enable_kv_cache
         self._may_chunk = config.enable_chunked_prefill and config.enable_kv_cache
-        self._block_size = block_manager.block_size
 
     # ---- queue state ---------------------------------------------------------------
     @property
@@ -116,6 +117,9 @@ class Scheduler:
         index = 0
         while index < len(self.running) and budget > 0:
             seq = self.running[index]
+            if seq.num_pending_tokens and self._reached_length_limit(seq):
+                index += 1  # its last token is being sampled: nothing left to compute
+                continue
             num_new = self._num_new_tokens(seq, budget, alone=not output.scheduled)
             if num_new == 0:
                 index += 1
@@ -158,6 +162,8 @@ class Scheduler:
             # hold back the sequences queued behind them.
             if not self.policy.may_admit(seq, self.running) or self._waits_for_leader(seq):
                 continue
+            if seq.num_pending_tokens:
+                continue  # preempted while its last token was being sampled: resumes once it is known
             if self._share_prefixes:
                 self.block_manager.allocate_prefix(seq)
             num_new = self._num_new_tokens(seq, budget, alone=not output.scheduled)
@@ -187,18 +193,41 @@ class Scheduler:
         return leader.num_computed_tokens < leader.num_prompt_tokens
 
     # ---- update --------------------------------------------------------------------
+    def on_launched(self, output: SchedulerOutput) -> None:
+        """The step's computation is under way: its tokens count as computed, and each
+        sequence that samples has one more token, pending until `update` learns it.
+
+        Called right after the runner launches the step, so that the next step can be
+        scheduled while this one still runs (asynchronous scheduling).
+        """
+        if output.launched:
+            raise ValueError("this step was already launched")
+        output.launched = True
+        for scheduled in output.scheduled:
+            seq = scheduled.seq
+            if seq.is_finished:  # aborted before the launch
+                continue
+            seq.num_computed_tokens += scheduled.num_new_tokens
+            if scheduled.samples:
+                seq.num_pending_tokens += 1
+
     def update(self, output: SchedulerOutput, result: ModelRunnerOutput) -> list[Sequence]:
-        """Apply one step's results; returns the sequences that finished in it."""
+        """Apply one step's results; returns the sequences that finished in it.
+
+        A step not yet marked launched is marked first (the synchronous case).
+        """
+        if not output.launched:
+            self.on_launched(output)
         finished: list[Sequence] = []
         for scheduled in output.scheduled:
             seq = scheduled.seq
-            if seq.is_finished:  # aborted while the step ran
+            if seq.is_finished:  # aborted, or finished by the step before, while this one ran
+                # Drop what it computed, so that nothing downstream sees a token past its end.
+                result.sampled_token_ids.pop(seq.seq_id, None)
+                result.logprobs.pop(seq.seq_id, None)
                 continue
-            computed_before = seq.num_computed_tokens
-            seq.num_computed_tokens = computed_before + scheduled.num_new_tokens
-            samples = seq.num_computed_tokens == seq.num_tokens  # ScheduledSequence.samples, before the append
-            if samples:
-                token_id = result.sampled_token_ids[seq.seq_id]
+            token_id = result.sampled_token_ids.get(seq.seq_id)
+            if token_id is not None:
                 seq.append_token(token_id)
                 position_logprobs = result.logprobs.get(seq.seq_id)
                 if position_logprobs and token_id in position_logprobs:
@@ -208,28 +237,37 @@ class Scheduler:
                     self.finish(seq, status, stop_reason)
                     finished.append(seq)
                     continue
-            if self.config.enable_kv_cache:
-                # Only a step that fills a block gives the prefix cache something new to key.
-                if computed_before // self._block_size != seq.num_computed_tokens // self._block_size:
-                    self.block_manager.cache_computed_blocks(seq)
-            else:
+            if not self.config.enable_kv_cache:
                 # The "no cache" baseline: K/V is thrown away, the blocks are only
                 # scratch space the next step overwrites.
                 seq.num_computed_tokens = 0
+            elif seq.status is SequenceStatus.RUNNING:
+                self.block_manager.cache_computed_blocks(seq)
         return finished
 
     def _check_stop(self, seq: Sequence, token_id: int) -> tuple[SequenceStatus | None, int | None]:
+        """Token-level stops after `token_id` was appended. Counts only tokens the host
+        knows (a later step may already have sampled another one)."""
         params = seq.sampling_params
-        may_stop = seq.num_output_tokens >= params.min_tokens
+        num_known = len(seq.token_ids)
+        num_output = num_known - seq.num_prompt_tokens
+        may_stop = num_output >= params.min_tokens
         if may_stop and not params.ignore_eos and token_id in seq.eos_token_ids:
             return SequenceStatus.FINISHED_STOPPED, None
         if may_stop and token_id in params.stop_token_ids:
             return SequenceStatus.FINISHED_STOPPED, token_id
-        if params.max_tokens is not None and seq.num_output_tokens >= params.max_tokens:
+        if params.max_tokens is not None and num_output >= params.max_tokens:
             return SequenceStatus.FINISHED_LENGTH, None
-        if seq.num_tokens >= self.max_model_len:
+        if num_known >= self.max_model_len:
             return SequenceStatus.FINISHED_LENGTH, None
         return None, None
+
+    def _reached_length_limit(self, seq: Sequence) -> bool:
+        """True once seq has all the tokens it may have, counting a pending one: it will
+        finish when that token arrives, so it must not be scheduled again."""
+        max_tokens = seq.sampling_params.max_tokens
+        return (seq.num_tokens >= self.max_model_len
+                or (max_tokens is not None and seq.num_output_tokens >= max_tokens))
 
     # ---- finishing -----------------------------------------------------------------
     def finish(self, seq: Sequence, status: SequenceStatus,
@@ -239,6 +277,7 @@ class Scheduler:
             raise ValueError(f"finish() needs a finished status, got {status}")
         if seq.is_finished:
             raise ValueError(f"{seq} has already finished")
+        seq.num_pending_tokens = 0  # a token still being sampled for it will be discarded
         if seq.status is SequenceStatus.RUNNING:
             self.running.remove(seq)
         else:

@@ -5,6 +5,11 @@ One rule drives everything (vLLM v1's token-budget model): a sequence has
 `num_computed_tokens` have their K/V in the cache. A step computes some of the
 rest. Prefill, chunked prefill, decode and resumption after preemption are all
 the same operation with different numbers.
+
+With asynchronous scheduling (engine/llm_engine.py) a sampled token can exist
+on the GPU before the host knows it: `num_pending_tokens` counts those (0 or
+1). They are part of `num_tokens`, so the next step can be scheduled to
+compute them, but not yet of `token_ids`.
 """
 
 from __future__ import annotations
@@ -71,15 +76,16 @@ class Sequence:
         self.num_preemptions = 0
         self.stop_reason: int | str | None = None
         self.cumulative_logprob = 0.0
+        self.num_pending_tokens = 0  # sampled by a step still running on the device
 
     # ---- sizes ---------------------------------------------------------------
     @property
     def num_tokens(self) -> int:
-        return len(self.token_ids)
+        return len(self.token_ids) + self.num_pending_tokens
 
     @property
     def num_output_tokens(self) -> int:
-        return len(self.token_ids) - self.num_prompt_tokens
+        return len(self.token_ids) + self.num_pending_tokens - self.num_prompt_tokens
 
     @property
     def prompt_token_ids(self) -> list[int]:
@@ -94,15 +100,14 @@ class Sequence:
         return self.num_tokens - self.num_computed_tokens
 
     @property
-    def last_token_id(self) -> int:
-        return self.token_ids[-1]
-
-    @property
     def is_finished(self) -> bool:
         return self.status in _FINISHED_STATUSES
 
     def append_token(self, token_id: int) -> None:
+        """The host learns a sampled token (one that was pending, when there is one)."""
         self.token_ids.append(token_id)
+        if self.num_pending_tokens:
+            self.num_pending_tokens -= 1
 
     def __repr__(self) -> str:
         return (f"Sequence(id={self.seq_id}, request={self.request_id!r}, status={self.status.name}, "

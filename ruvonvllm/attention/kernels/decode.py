@@ -195,7 +195,7 @@ def paged_decode_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
                            block_tables: torch.Tensor, seq_lens: torch.Tensor, max_seq_len: int,
                            scale: float, out: torch.Tensor, num_splits: int,
                            workspace: tuple[torch.Tensor, torch.Tensor] | None = None,
-                           block_n: int | None = None) -> None:
+                           block_n: int | None = None, num_warps: int = 4, num_stages: int = 2) -> None:
     """query [num_seqs, num_heads, head_dim] (one token per sequence) -> out, same shape.
 
     `num_splits` partitions each context (1 = no split-K). With more than one,
@@ -227,7 +227,7 @@ def paged_decode_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_N=block_n, SPLIT_K=num_splits > 1,
         DOT_DTYPE=dot_dtype(query.dtype), DOT_PRECISION=dot_precision(query.dtype),
-        num_warps=4, num_stages=2,
+        num_warps=num_warps, num_stages=num_stages,
     )
     if num_splits > 1:
         _merge_partitions_kernel[(num_seqs, num_heads)](
