@@ -27,7 +27,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ruvonvllm import LLM, SamplingParams
+from ruvonvllm import LLM, RequestOutputKind, SamplingParams
 from ruvonvllm.bench.latency import random_prompts
 
 STEPS = 50
@@ -72,11 +72,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument("--no-async-scheduling", action="store_true")
     args = parser.parse_args()
 
     start = time.perf_counter()
     llm = LLM(args.model, load_format="dummy", max_model_len=args.max_model_len, max_num_seqs=args.batch_size,
-              enforce_eager=args.enforce_eager)
+              enforce_eager=args.enforce_eager, async_scheduling=not args.no_async_scheduling)
     startup = time.perf_counter() - start
     engine = llm.engine
     graphs = engine.runner.cuda_graphs
@@ -85,7 +86,9 @@ def main() -> None:
              f"{graphs.memory_bytes / 2**20:.0f} MiB)" if graphs else ", eager)"))
 
     prompts = random_prompts(args.batch_size, PROMPT_LEN, engine.loaded.config.vocab_size)
-    params = SamplingParams(temperature=0.0, max_tokens=STEPS + PROFILED_STEPS + 40, ignore_eos=True)
+    # FINAL_ONLY, as LLM.generate asks: no per-step RequestOutputs.
+    params = SamplingParams(temperature=0.0, max_tokens=STEPS + PROFILED_STEPS + 40, ignore_eos=True,
+                            output_kind=RequestOutputKind.FINAL_ONLY)
     for i, prompt in enumerate(prompts):
         engine.add_request(str(i), prompt, params)
     prefill_steps = -(-args.batch_size * PROMPT_LEN // engine.config.scheduler.max_num_batched_tokens)
@@ -93,14 +96,16 @@ def main() -> None:
         engine.step()
 
     schedule = engine.scheduler.schedule = Timed(engine.scheduler.schedule)
-    execute = engine.runner.execute = Timed(engine.runner.execute)
-    step_seconds = []
+    launch = engine.runner.launch = Timed(engine.runner.launch)
+    wait = engine.runner.wait = Timed(engine.runner.wait)
+    # Steps back to back, timed as a whole: a synchronize per step would undo the overlap
+    # of asynchronous scheduling.
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
     for _ in range(STEPS):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
         engine.step()
-        torch.cuda.synchronize()
-        step_seconds.append(time.perf_counter() - t0)
+    torch.cuda.synchronize()
+    step_ms = (time.perf_counter() - t0) / STEPS * 1e3
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(PROFILED_STEPS):
@@ -108,14 +113,15 @@ def main() -> None:
         torch.cuda.synchronize()
     kernel_ms, top = kernel_time_per_step(prof, PROFILED_STEPS)
 
-    step_ms = statistics.median(step_seconds) * 1e3
     schedule_ms = statistics.median(schedule.seconds) * 1e3
-    execute_ms = statistics.median(execute.seconds) * 1e3
-    mode = "eager" if args.enforce_eager else "graphs"
+    launch_ms = statistics.median(launch.seconds) * 1e3
+    wait_ms = statistics.median(wait.seconds) * 1e3
+    mode = ("eager" if args.enforce_eager else "graphs") + (", async" if engine.async_scheduling else ", sync")
     print(f"{os.path.basename(args.model)} batch {args.batch_size} {mode}: step {step_ms:.3f} ms "
           f"({args.batch_size / step_ms * 1e3:.0f} tok/s) | GPU kernels {kernel_ms:.3f} ms/step "
-          f"({kernel_ms / step_ms:.0%} busy) | host: schedule {schedule_ms:.3f} ms, runner.execute "
-          f"{execute_ms:.3f} ms (incl. waiting for the GPU), rest {step_ms - schedule_ms - execute_ms:.3f} ms")
+          f"({kernel_ms / step_ms:.0%} busy) | host: schedule {schedule_ms:.3f} ms, runner.launch "
+          f"{launch_ms:.3f} ms, runner.wait {wait_ms:.3f} ms (waiting for the GPU), "
+          f"rest {step_ms - schedule_ms - launch_ms - wait_ms:.3f} ms")
     print("top GPU kernels, ms per step:")
     for name, ms in top:
         print(f"  {ms:8.4f}  {name}")

@@ -46,6 +46,8 @@ step lat-qwen-b8-eager 60 $R bench latency --model $Q $DUMMY --engine ruvon --ba
 step prof-qwen-b1 60 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 1
 step prof-qwen-b1-eager 60 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 1 --enforce-eager
 step tput-qwen 120 $R bench throughput --model $Q $DUMMY --engine ruvon --json /tmp/res/tput-qwen.json
+step tput-qwen-sync 120 $R bench throughput --model $Q $DUMMY --engine ruvon --no-async-scheduling --json /tmp/res/tput-qwen-sync.json
+step prof-qwen-b256-sync 90 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 256 --no-async-scheduling
 step tput-llama 240 $R bench throughput --model $L $DUMMY --engine ruvon --json /tmp/res/tput-llama.json
 step lat-llama-b1 60 $R bench latency --model $L $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-llama-b1.json
 step lat-llama-b1-eager 60 $R bench latency --model $L $DUMMY --engine ruvon --batch-size 1 --output-len 256 --enforce-eager --json /tmp/res/lat-llama-b1-eager.json
