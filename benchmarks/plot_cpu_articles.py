@@ -30,11 +30,11 @@ def main(results: Path, images: Path) -> None:
     images.mkdir(parents=True, exist_ok=True)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    cached = load(results, "latency_b1_128")[0]
-    nocache = load(results, "latency_b1_128_nocache")[0]
-    bar(axes[0], ["ruvon\nKV cache", "ruvon\nno KV cache"],
-        [cached["tokens_per_second"], nocache["tokens_per_second"]],
-        "batch 1, 128 tokens (Part 3)", "output tokens / s")
+    b1 = {r["engine"]: r for r in load(results, "latency_b1")}
+    nocache = load(results, "latency_b1_nocache")[0]
+    bar(axes[0], ["ruvon\nKV cache", "ruvon\nno KV cache", "HF\ngenerate"],
+        [b1["ruvon"]["tokens_per_second"], nocache["tokens_per_second"], b1["hf"]["tokens_per_second"]],
+        "batch 1, 256 tokens (Parts 1, 3)", "output tokens / s")
     b16 = {r["engine"]: r for r in load(results, "latency_b16")}
     sampled = load(results, "latency_b16_sampled")[0]
     bar(axes[1], ["ruvon\ngreedy", "ruvon\ntop-p 0.95", "HF static\nbatch"],

@@ -20,12 +20,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 # (label, step ms, GPU kernel ms, GPU busy % as printed by profile_step.py from unrounded
-# times) from benchmarks/gpu/NOTES.md, "Where the time goes".
+# times) from benchmarks/gpu/NOTES.md, "Where the time goes". 2026-11-27: before the fused
+# layer ops; 2026-11-28: with them, then with asynchronous scheduling. With async scheduling
+# at b256 the profiler's kernel time (3.29 ms, traced over other steps) exceeds the loop's
+# 3.04 ms per step: the GPU never waits, so it is drawn as 100% busy.
 PROFILE = [
     ("qwen3-0.6b b1, eager", 40.9, 3.09, 8),
     ("qwen3-0.6b b1, graphs", 4.29, 3.24, 75),
-    ("qwen3-0.6b b8, graphs", 4.71, 3.60, 77),
+    ("qwen3-0.6b b1, graphs + fused ops", 1.714, 1.260, 74),
+    ("qwen3-0.6b b1, + async scheduling", 1.290, 1.275, 99),
     ("qwen3-0.6b b256, graphs", 10.31, 6.22, 60),
+    ("qwen3-0.6b b256, graphs + fused ops", 5.388, 3.289, 61),
+    ("qwen3-0.6b b256, + async scheduling", 3.040, 3.040, 100),
     ("llama-3.1-8b b1, graphs", 7.11, 6.12, 86),
 ]
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "img" / "part20-step-timeline.png"
@@ -39,7 +45,7 @@ def main() -> None:
     idle = [step - kernel for step, kernel in zip(steps, kernels)]
     rows = range(len(labels))
 
-    fig, (absolute, share) = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True,
+    fig, (absolute, share) = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True,
                                           gridspec_kw={"width_ratios": [3, 2]})
     absolute.barh(rows, kernels, color="#2b6cb0", label="GPU running kernels")
     absolute.barh(rows, idle, left=kernels, color="#e2a03f", label="GPU idle (launch gaps, host work)")
@@ -57,7 +63,7 @@ def main() -> None:
     share.set_xlabel("share of the step (%)")
     share.set_xlim(0, 100)
 
-    fig.suptitle("Where a decode step's time goes (NVIDIA H200, profile_step.py, 2026-11-27)", fontsize=10)
+    fig.suptitle("Where a decode step's time goes (NVIDIA H200, profile_step.py, 2026-11-27/28)", fontsize=10)
     fig.tight_layout()
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(OUTPUT, dpi=120)
