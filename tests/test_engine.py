@@ -241,3 +241,16 @@ def test_prompt_logprobs_match_hf_with_chunks_and_prefix_cache(model_dirs):
             assert abs(entry[token].logprob - float(ref[position - 1, token])) < 1e-4
             top = torch.topk(ref[position - 1], 3).indices.tolist()
             assert all(t in entry for t in top)
+
+
+def test_queue_time_ends_when_a_request_is_first_scheduled(model_dirs):
+    """metrics.first_scheduled_time is stamped before the request's first step runs, so the
+    queue time (Part 17's ruvon:request_queue_time_seconds) is shorter than the TTFT, and a
+    request that waits behind another is stamped only when its turn comes."""
+    llm = LLM(str(model_dirs["llama"]), dtype="float32", device="cpu", block_size=4, max_num_seqs=1)
+    params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+    first, second = llm.generate([[5, 6, 7], [8, 9, 10]], params, use_tqdm=False)
+    for output in (first, second):
+        m = output.metrics
+        assert m.arrival_time <= m.first_scheduled_time < m.first_token_time <= m.finished_time
+    assert second.metrics.first_scheduled_time >= first.metrics.finished_time

@@ -156,6 +156,7 @@ class LLMEngine:
             return self._apply(*previous)
         plan = self.scheduler.schedule()
         if not plan.is_empty:
+            self.output_processor.mark_scheduled(plan.scheduled)
             launched = self.runner.launch(plan, previous[1] if previous else None)
             self.scheduler.on_launched(plan)
             self._in_flight = (plan, launched)

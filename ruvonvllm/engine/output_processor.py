@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ruvonvllm.engine.plan import ModelRunnerOutput, PositionLogprobs
+from ruvonvllm.engine.plan import ModelRunnerOutput, PositionLogprobs, ScheduledSequence
 from ruvonvllm.engine.sequence import Sequence
 from ruvonvllm.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from ruvonvllm.sampling.detokenizer import IncrementalDetokenizer
@@ -72,6 +72,14 @@ class OutputProcessor:
             return None
         return IncrementalDetokenizer(self.tokenizer.hf, prompt_token_ids, params.skip_special_tokens)
 
+    def mark_scheduled(self, scheduled: list[ScheduledSequence]) -> None:
+        """Stamp the requests a step is about to run for the first time (their queue time ends now)."""
+        now = time.monotonic()
+        for s in scheduled:
+            state = self.requests.get(s.seq.request_id)
+            if state is not None and state.metrics.first_scheduled_time is None:
+                state.metrics.first_scheduled_time = now
+
     def fold_step(self, result: ModelRunnerOutput, touched: list[Sequence]) -> list[StopSequence]:
         """Fold one step's tokens into text and logprobs; return the sequences a stop
         string has just ended (the engine finishes them in the scheduler)."""
@@ -81,8 +89,6 @@ class OutputProcessor:
             state = self.requests.get(seq.request_id)
             if state is None:
                 continue
-            if state.metrics.first_scheduled_time is None:
-                state.metrics.first_scheduled_time = now
             entries = result.prompt_logprobs.get(seq.seq_id) if seq.index == 0 else None
             if entries and state.prompt_logprobs is not None:
                 if entries[0] is None:  # the prompt starts (again, after a preemption): recompute is exact
