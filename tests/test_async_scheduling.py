@@ -149,3 +149,13 @@ def test_pending_token_is_scheduled_then_resolved(model_dir):
         engine.step()
     assert seq.status is SequenceStatus.FINISHED_LENGTH and len(seq.token_ids) == 6
     assert seq.num_pending_tokens == 0
+
+
+def test_no_kv_cache_baseline_stays_synchronous(model_dir):
+    llm = make_llm(model_dir, True, enable_kv_cache=False)
+    assert not llm.engine.async_scheduling
+    reference = make_llm(model_dir, False)
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    batch = prompts(2, seed=5)
+    assert summary(llm.generate(batch, params, use_tqdm=False)) == \
+        summary(reference.generate(batch, params, use_tqdm=False))

@@ -65,8 +65,10 @@ class LLMEngine:
                                           config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.block_manager, self.max_model_len)
         self.output_processor = OutputProcessor(self.tokenizer)
-        self.async_scheduling = (self.loaded.device.type == "cuda" if config.async_scheduling is None
-                                 else config.async_scheduling)
+        # The no-KV-cache baseline (Part 3) recomputes every sequence each step from what the
+        # host knows, so it cannot run ahead of the host.
+        self.async_scheduling = config.scheduler.enable_kv_cache and (
+            self.loaded.device.type == "cuda" if config.async_scheduling is None else config.async_scheduling)
         self._in_flight: tuple[SchedulerOutput, LaunchedStep] | None = None  # launched, not yet applied
 
     def _load_tokenizer(self, config: EngineConfig) -> Tokenizer | None:
