@@ -6,6 +6,10 @@ one copy, runs the model once (replaying a CUDA graph for decode steps when
 they were captured), takes logits only where a token is sampled (plus prompt
 positions whose logprobs were asked for), and samples every row in one
 vectorized call. The sampled ids are the step's one device->host copy.
+
+A step is launched (`launch`: everything queued on the device) and waited for
+(`wait`: its sampled ids on the host) separately, so that the engine can
+schedule and launch the next step in between (asynchronous scheduling).
 """
 
 from __future__ import annotations
@@ -23,11 +27,10 @@ from ruvonvllm.engine.kv_budget import num_kv_blocks
 from ruvonvllm.engine.model_inputs import InputBuffer, StepBatch
 from ruvonvllm.engine.plan import ModelRunnerOutput, PositionLogprobs, ScheduledSequence, SchedulerOutput
 from ruvonvllm.engine.sequence import Sequence
-from ruvonvllm.sampling.sampler import SamplerOutput
 from ruvonvllm.layers.attention import allocate_kv_caches, bind_kv_caches, kv_bytes_per_token
 from ruvonvllm.model.loader import LoadedModel
 from ruvonvllm.sampling.logprobs import compute_prompt_logprobs, to_position_logprobs
-from ruvonvllm.sampling.sampler import Sampler
+from ruvonvllm.sampling.sampler import Sampler, SamplerOutput
 from ruvonvllm.sampling.sampling_batch import SamplingBatch
 
 
