@@ -6,9 +6,10 @@ step time. torch's `F.linear` on a float32 CPU tensor calls MKL's sgemm, which
 on the AMD EPYC of our CI machine (2 cores, AVX2) runs the small-batch shapes
 of decode far below the memory bandwidth. oneDNN (the library torch ships as
 `mkldnn`) does better once the weight is reordered into its blocked layout,
-which it can do ahead of time. Measured on that machine, all matrices of
-SmolLM2-135M (`benchmarks/cpu_gemm_microbench.py`): 1.3x faster at 1 row,
-2x at 4-16 rows, 1.5x at 512 rows (prefill).
+which it can do ahead of time. Measured on that machine over all matrices of
+a SmolLM2-135M step (`python benchmarks/cpu_gemm_microbench.py`, medians of
+alternating passes): 1.18x faster at 1 row, 2.4x at 4 rows, 1.5x at 16 rows,
+1.14x at 512 rows (prefill).
 
 `pack_linears_for_cpu(model)` replaces every `nn.Linear` (incl. MergedLinear)
 by a `PackedLinear` holding only the packed weight, so the plain weight is
