@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 from tiny_models import make_tiny_hf_model
 from tiny_tokenizer import save_tiny_tokenizer
 
@@ -23,8 +24,8 @@ def model_dir(tmp_path_factory):
     return directory
 
 
-def make_llm(model_dir, async_scheduling: bool, **kwargs) -> LLM:
-    kwargs = dict(dtype="float32", device="cpu", block_size=4, **kwargs)
+def make_llm(model_dir, async_scheduling: bool, device: str = "cpu", **kwargs) -> LLM:
+    kwargs = dict(dtype="float32", device=device, block_size=4, **kwargs)
     return LLM(str(model_dir), async_scheduling=async_scheduling, **kwargs)
 
 
@@ -45,9 +46,16 @@ def assert_pool_free(llm: LLM) -> None:
     assert not llm.engine.has_unfinished_requests()
 
 
-def test_mixed_batch_with_chunking_and_preemption_is_unchanged(model_dir):
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                    reason="needs CUDA")]),
+])
+def test_mixed_batch_with_chunking_and_preemption_is_unchanged(model_dir, device):
+    """On CUDA the decode steps replay CUDA graphs, so the pending tokens are written
+    into a graph's input buffer between the input copy and the replay."""
     batch = prompts(8)
-    reference_llm = make_llm(model_dir, False, num_blocks=20, max_num_batched_tokens=7)
+    reference_llm = make_llm(model_dir, False, device, num_blocks=20, max_num_batched_tokens=7)
     plain = reference_llm.generate(batch, SamplingParams(temperature=0, max_tokens=24, ignore_eos=True),
                                    use_tqdm=False)
     # Stops that really fire mid-generation: a token and a bit of text the greedy runs produce.
@@ -65,7 +73,7 @@ def test_mixed_batch_with_chunking_and_preemption_is_unchanged(model_dir):
     ]
     results = {}
     for mode in (False, True):
-        llm = make_llm(model_dir, mode, num_blocks=20, max_num_batched_tokens=7)
+        llm = make_llm(model_dir, mode, device, num_blocks=20, max_num_batched_tokens=7)
         results[mode] = summary(llm.generate(batch, params, use_tqdm=False))
         assert_pool_free(llm)
     assert results[True] == results[False]

@@ -35,7 +35,7 @@ step() {  # step NAME TIMEOUT COMMAND...   (ONLY="name name ..." runs just those
   echo "    exit $? after $((SECONDS - START)) s" | tee -a "$OUT/log.txt"
 }
 
-step tests 200 python3 -m pytest -q tests/test_fused_ops.py tests/test_cuda_graphs.py tests/test_triton_attention.py \
+step tests 200 python3 -m pytest -q tests/test_fused_ops.py tests/test_async_scheduling.py tests/test_cuda_graphs.py tests/test_triton_attention.py \
   tests/test_gpu.py -k "not smollm2"
 step tests-smollm2 120 python3 -m pytest -q tests/test_gpu.py -k smollm2
 step lat-qwen-b1 120 $R bench latency --model $Q $DUMMY --engine both --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1.json
