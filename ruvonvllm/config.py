@@ -39,6 +39,7 @@ class ModelConfig:
     device: str = "auto"
     max_model_len: int | None = None
     seed: int = 0
+    quantization: str | None = None  # None (the checkpoint's precision) or "int8" (CPU, see layers/int8_linear.py)
 
     def __post_init__(self) -> None:
         _require(self.load_format in LOAD_FORMATS,
@@ -46,6 +47,8 @@ class ModelConfig:
         _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         _require(self.max_model_len is None or self.max_model_len >= 1,
                  f"max_model_len must be >= 1, got {self.max_model_len}")
+        _require(self.quantization in (None, "int8"),
+                 f"quantization must be None or 'int8', got {self.quantization!r}")
 
 
 @dataclass(frozen=True)

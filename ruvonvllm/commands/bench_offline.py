@@ -47,7 +47,7 @@ def latency(
     model: opt.Model = None, dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     load_format: opt.LoadFormat = "auto", max_model_len: opt.MaxModelLen = None,
     attention_backend: opt.AttentionBackend = "auto", enforce_eager: opt.EnforceEager = False,
-    async_scheduling: opt.AsyncScheduling = None,
+    async_scheduling: opt.AsyncScheduling = None, quantization: opt.Quantization = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
     input_len: Annotated[int, typer.Option("--input-len", help="Random prompt ids (ignored with --chat).")] = 128,
     output_len: Annotated[int, typer.Option("--output-len")] = 256,
@@ -68,7 +68,7 @@ def latency(
         if name == "ruvon":
             llm = _llm(model, dtype, device, load_format, max_model_len, attention_backend=attention_backend,
                        enforce_eager=enforce_eager, max_num_seqs=max(batch_size, 1), enable_kv_cache=kv_cache,
-                       async_scheduling=async_scheduling)
+                       async_scheduling=async_scheduling, quantization=quantization)
             prompts = _prompts(llm.get_tokenizer(), chat, batch_size, input_len, llm.engine.loaded.config.vocab_size)
             seconds = run_ruvon_latency(llm, prompts, output_len, temperature=temperature, top_p=top_p)
             loaded = llm.engine.loaded
@@ -96,7 +96,8 @@ def throughput(
     model: opt.Model = None, dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     load_format: opt.LoadFormat = "auto", max_model_len: opt.MaxModelLen = None,
     attention_backend: opt.AttentionBackend = "auto", enforce_eager: opt.EnforceEager = False,
-    async_scheduling: opt.AsyncScheduling = None, max_num_seqs: opt.MaxNumSeqs = 256, max_num_batched_tokens: opt.MaxBatchedTokens = 8192,
+    async_scheduling: opt.AsyncScheduling = None, quantization: opt.Quantization = None,
+    max_num_seqs: opt.MaxNumSeqs = 256, max_num_batched_tokens: opt.MaxBatchedTokens = 8192,
     kv_cache_bytes: opt.KvCacheBytes = None, scheduler: opt.SchedulerPolicy = "continuous",
     num_prompts: Annotated[int, typer.Option("--num-prompts")] = 256,
     length_scale: Annotated[float, typer.Option("--length-scale", help="Shrink the nano workload's lengths.")] = 1.0,
@@ -113,7 +114,7 @@ def throughput(
             llm = _llm(model, dtype, device, load_format, max_model_len, attention_backend=attention_backend,
                        enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
                        max_num_batched_tokens=max_num_batched_tokens, kv_cache_bytes=kv_cache_bytes,
-                       scheduler=scheduler, async_scheduling=async_scheduling)
+                       scheduler=scheduler, async_scheduling=async_scheduling, quantization=quantization)
             results.append(run_ruvon_throughput(llm, requests, temperature))
             del llm
         else:

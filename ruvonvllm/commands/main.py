@@ -40,6 +40,7 @@ def generate(
     max_tokens: Annotated[int, typer.Option("--max-tokens")] = 128,
     temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
     seed: Optional[int] = None, n: int = 1,
+    quantization: opt.Quantization = None,
     chat: Annotated[bool, typer.Option("--chat/--raw", help="Apply the model's chat template.")] = True,
 ) -> None:
     """Generate a completion for one prompt and report the speed."""
@@ -50,7 +51,7 @@ def generate(
     except ValueError as e:
         fail(str(e))
     llm = build_llm(**opt.llm_kwargs(model, dtype, device, load_format, max_model_len,
-                                     attention_backend=attention_backend))
+                                     attention_backend=attention_backend, quantization=quantization))
     use_chat = chat and llm.get_tokenizer().has_chat_template
     start = time.perf_counter()
     try:
@@ -92,11 +93,12 @@ def chat_command(
 def info(
     model: opt.Model = None, dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     load_format: opt.LoadFormat = "auto", max_model_len: opt.MaxModelLen = None,
-    kv_cache_bytes: opt.KvCacheBytes = None,
+    kv_cache_bytes: opt.KvCacheBytes = None, quantization: opt.Quantization = None,
 ) -> None:
     """Show the model, how it was loaded, and how many tokens the KV pool holds."""
     from ruvonvllm.commands.info import print_info
-    llm = build_llm(**opt.llm_kwargs(model, dtype, device, load_format, max_model_len, kv_cache_bytes))
+    llm = build_llm(**opt.llm_kwargs(model, dtype, device, load_format, max_model_len, kv_cache_bytes,
+                                     quantization=quantization))
     print_info(llm.engine, console)
 
 

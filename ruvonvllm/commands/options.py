@@ -18,6 +18,9 @@ MaxNumSeqs = Annotated[int, typer.Option("--max-num-seqs", help="Most sequences 
 MaxBatchedTokens = Annotated[int, typer.Option("--max-num-batched-tokens", help="Token budget per step.")]
 SchedulerPolicy = Annotated[str, typer.Option("--scheduler", help="sequential, static or continuous.")]
 AttentionBackend = Annotated[str, typer.Option("--attention-backend", help="auto, torch or triton.")]
+Quantization = Annotated[Optional[str], typer.Option(
+    "--quantization", help="int8: int8 weights and activations on the CPU (about 2.5x faster decode, "
+                                  "no longer bit-equal to float32). Default: the checkpoint's precision.")]
 EnforceEager = Annotated[bool, typer.Option("--enforce-eager", help="Disable CUDA graphs.")]
 AsyncScheduling = Annotated[Optional[bool], typer.Option(
     "--async-scheduling/--no-async-scheduling",
@@ -26,9 +29,9 @@ AsyncScheduling = Annotated[Optional[bool], typer.Option(
 
 def llm_kwargs(model, dtype, device, load_format, max_model_len, kv_cache_bytes=None, max_num_seqs=64,
                max_num_batched_tokens=2048, scheduler="continuous", attention_backend="auto",
-               enforce_eager=False, **extra) -> dict:
+               enforce_eager=False, quantization=None, **extra) -> dict:
     """LLM(...) keyword arguments from CLI options; `extra` passes other LLM arguments through."""
     return dict(**extra, model=model, dtype=dtype, device=device, load_format=load_format, max_model_len=max_model_len,
                 kv_cache_bytes=kv_cache_bytes, max_num_seqs=max_num_seqs,
                 max_num_batched_tokens=max_num_batched_tokens, scheduler_policy=scheduler,
-                attention_backend=attention_backend, enforce_eager=enforce_eager)
+                attention_backend=attention_backend, enforce_eager=enforce_eager, quantization=quantization)

@@ -32,6 +32,7 @@ def serve(
     kv_cache_bytes: opt.KvCacheBytes = None, max_num_seqs: opt.MaxNumSeqs = 64,
     max_num_batched_tokens: opt.MaxBatchedTokens = 2048, scheduler: opt.SchedulerPolicy = "continuous",
     attention_backend: opt.AttentionBackend = "auto", enforce_eager: opt.EnforceEager = False,
+    quantization: opt.Quantization = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     served_model_name: Annotated[Optional[str], typer.Option(
@@ -55,7 +56,7 @@ def serve(
     _configure_logging(log_level)
     llm = build_llm(**opt.llm_kwargs(model, dtype, device, load_format, max_model_len, kv_cache_bytes,
                                      max_num_seqs, max_num_batched_tokens, scheduler, attention_backend,
-                                     enforce_eager))
+                                     enforce_eager, quantization))
     engine = AsyncEngine(llm.engine, max_waiting=max_waiting)
     api_key = api_key or env_str("RUVON_API_KEY")
     app = build_app(engine, served_model_name, api_key=api_key, shutdown_deadline_s=shutdown_timeout)

@@ -31,10 +31,11 @@ class LLM:
                  max_num_batched_tokens: int = 2048, enable_chunked_prefill: bool = True,
                  scheduler_policy: str = "continuous", enable_kv_cache: bool = True,
                  attention_backend: str = "auto", enforce_eager: bool = False,
-                 async_scheduling: bool | None = None) -> None:
+                 async_scheduling: bool | None = None, quantization: str | None = None) -> None:
         config = EngineConfig(
             model=ModelConfig(model=model, tokenizer=tokenizer, load_format=load_format, dtype=dtype,
-                              device=device, max_model_len=max_model_len, seed=seed),
+                              device=device, max_model_len=max_model_len, seed=seed,
+                              quantization=quantization),
             cache=CacheConfig(block_size=block_size, kv_cache_bytes=kv_cache_bytes,
                               gpu_memory_utilization=gpu_memory_utilization, num_blocks=num_blocks,
                               enable_prefix_caching=enable_prefix_caching),

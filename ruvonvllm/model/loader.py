@@ -19,6 +19,7 @@ from torch import nn
 
 from ruvonvllm.config import ModelConfig
 from ruvonvllm.layers.cpu_gemm import can_pack, pack_linears_for_cpu
+from ruvonvllm.layers.int8_linear import check_quantization, quantize_linears_int8
 from ruvonvllm.layers.rotary import RotaryEmbedding
 from ruvonvllm.model.config import ModelArchConfig
 from ruvonvllm.model.dummy import init_dummy_weights
@@ -129,13 +130,16 @@ def load_model(model_config: ModelConfig) -> LoadedModel:
     config, weights = _read_source(source, load_format)
     device = resolve_device(model_config.device)
     dtype = resolve_dtype(model_config.dtype, config, device)
+    check_quantization(model_config.quantization, device, dtype)
     model = build_model(config, dtype, device)
     if weights is None:
         init_dummy_weights(model, model_config.seed)
     else:
         model.load_weights(weights)
     packed_bytes = 0
-    if can_pack(model):
+    if model_config.quantization == "int8":
+        packed_bytes = quantize_linears_int8(model)
+    elif can_pack(model):
         # Measured faster at every batch size (layers/cpu_gemm.py). The packed weights replace the
         # plain ones; only a tied head's packed copy adds to memory.
         packed_bytes = pack_linears_for_cpu(model)
