@@ -60,12 +60,31 @@ class Int8Linear(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        self.packed = prepack_int8(weight, bias)
+        self.packed = prepack_int8(weight)
+        self.bias = None if bias is None else bias.detach().float()
+        # A constant extra input row spanning [-1, 1]: see forward().
+        self.anchor = torch.zeros(1, self.in_features)
+        self.anchor[0, 0], self.anchor[0, -1] = 1.0, -1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-token activation scales on top of fbgemm's per-tensor quantization.
+
+        fbgemm quantizes the whole input with one range, its min and max. Dividing
+        each row by its own absolute maximum puts every row in [-1, 1], and the
+        anchor row makes the range exactly [-1, 1] whatever the rows are: each
+        token then uses the full int8 range, and its result does not depend on the
+        other rows of the step. The product is linear, so multiplying the output
+        rows back by their scales undoes the division.
+        """
+        rows = x.reshape(-1, self.in_features)
+        scales = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
+        inputs = torch.cat((rows / scales, self.anchor), dim=0)
         # reduce_range=True keeps activations in 7 bits, which x86's int8 multiply-add
         # (vpmaddubsw, 16-bit intermediate sums) needs to never saturate.
-        return torch.ops.quantized.linear_dynamic(x, self.packed, True)
+        out = torch.ops.quantized.linear_dynamic(inputs, self.packed, True)[:-1] * scales
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
 
     def weight_bytes(self) -> int:
         return self.out_features * (self.in_features + 4)  # int8 values plus one float scale per row
