@@ -19,8 +19,8 @@ MaxBatchedTokens = Annotated[int, typer.Option("--max-num-batched-tokens", help=
 SchedulerPolicy = Annotated[str, typer.Option("--scheduler", help="sequential, static or continuous.")]
 AttentionBackend = Annotated[str, typer.Option("--attention-backend", help="auto, torch or triton.")]
 Quantization = Annotated[Optional[str], typer.Option(
-    "--quantization", help="int8: int8 weights and activations on the CPU (about 2.5x faster decode, "
-                                  "no longer bit-equal to float32). Default: the checkpoint's precision.")]
+    "--quantization", help="int8: int8 weights and per-token int8 activations on the CPU (about 2x faster "
+                       "decode, close to but not equal to float32). Default: the checkpoint's precision.")]
 EnforceEager = Annotated[bool, typer.Option("--enforce-eager", help="Disable CUDA graphs.")]
 AsyncScheduling = Annotated[Optional[bool], typer.Option(
     "--async-scheduling/--no-async-scheduling",

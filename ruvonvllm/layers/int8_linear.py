@@ -1,19 +1,18 @@
-"""`quantization="int8"`: CPU linear layers with int8 weights and dynamically quantized activations.
+"""`quantization="int8"`: CPU linear layers with int8 weights and per-token int8 activations.
 
 A decode step on the CPU streams every weight from memory once; int8 weights
 are a quarter of float32's bytes. Each weight row gets its own scale
 (symmetric, per output channel: `scale = max|w| / 127`), fixed at load time;
-the activations are quantized on the fly, one scale per step's input matrix,
-and fbgemm (inside torch, `torch.ops.quantized.linear_dynamic`) multiplies
-int8 by int8 into int32 and rescales to float32. Measured over all matrices of
-a SmolLM2-135M step on the 2-core CI machine: 2.5x faster than the float32
-oneDNN product at 1 row, 2.2x at 16.
+the activations are quantized on the fly with one scale per token (see
+`Int8Linear.forward`), and fbgemm (inside torch, `torch.ops.quantized.linear_dynamic`)
+multiplies int8 by int8 into int32 and rescales to float32. Measured on the
+2-core CI machine with SmolLM2-135M: decode 2x faster than float32 at batch 1,
+1.7x at batch 16 (docs/part12-quantization.md).
 
-What it costs, stated plainly: results differ from float32 by the rounding of
-weights and activations (about 1% of a product's magnitude), so outputs are no
-longer equal to HF transformers'; and because an activation scale is shared by
-all rows of a step, a request's logits, and so occasionally its tokens, depend
-on what else is in its batch. The float32 default keeps both guarantees.
+What it costs: results differ from float32 by the rounding of weights and
+activations (about 1% of a product's magnitude), so outputs are no longer
+equal to HF transformers'. Per-token scales keep a request's result independent
+of the rest of its batch, as in float32.
 
 Like the oneDNN packing (layers/cpu_gemm.py) this is a transform applied to a
 loaded model; the model code does not know about it. torch has marked its
