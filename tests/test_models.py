@@ -184,7 +184,7 @@ def test_dummy_load_from_a_config_json(tmp_path):
 
     params = dict(loaded.model.named_parameters())
     # On the CPU the linear weights live packed for oneDNN (layers/cpu_gemm.py), not as parameters.
-    packed = sum(m.packed_bytes() for m in loaded.model.modules() if isinstance(m, PackedLinear))
+    packed = sum(m.weight_bytes() for m in loaded.model.modules() if isinstance(m, PackedLinear))
     assert loaded.weight_bytes == 4 * sum(p.numel() for p in params.values()) + packed
     assert torch.equal(params["model.norm.weight"], torch.ones(64))
     embed = params["model.embed_tokens.weight"]

@@ -38,7 +38,8 @@ def gather_context(cache: torch.Tensor, block_ids: torch.Tensor, num_seqs: int, 
     """[num_blocks, block_size, H, D] gathered at `block_ids` -> [num_seqs, max_seq_len, H, D].
 
     index_select along the block dimension, not advanced indexing (`cache[tables]`):
-    on the CPU it is 2x faster for one sequence and 7x for sixteen.
+    on the 2-core CPU machine 1.9x faster for one sequence and 6.5x for sixteen
+    (`python benchmarks/cpu_gather_microbench.py`).
     """
     gathered = cache.index_select(0, block_ids)  # [num_seqs * blocks_needed, block_size, H, D]
     return gathered.view(num_seqs, -1, *cache.shape[2:])[:, :max_seq_len]

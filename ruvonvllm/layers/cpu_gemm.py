@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ruvonvllm.config import env_flag
+from ruvonvllm.layers.linear import replace_linears
 
 
 @functools.cache
@@ -57,7 +58,7 @@ class PackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
 
-    def packed_bytes(self) -> int:
+    def weight_bytes(self) -> int:
         return self.out_features * self.in_features * 4
 
     def extra_repr(self) -> str:
@@ -70,26 +71,6 @@ def can_pack(model: nn.Module) -> bool:
     return param.device.type == "cpu" and param.dtype == torch.float32 and onednn_available()
 
 
-@torch.no_grad()
 def pack_linears_for_cpu(model: nn.Module) -> int:
-    """Replace every nn.Linear of `model` by a PackedLinear and pack its output head; returns the bytes packed.
-
-    The model provides `lm_head_weight()` and a `packed_lm_head` attribute that
-    its compute_logits uses when set. An untied head is itself an nn.Linear:
-    it becomes that same PackedLinear, packed once.
-    """
-    head_weight = model.lm_head_weight()
-    packed_head = PackedLinear(head_weight, None)
-    packed_bytes = packed_head.packed_bytes()
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if not isinstance(child, nn.Linear):
-                continue
-            if child.weight is head_weight:
-                setattr(parent, name, packed_head)
-                continue
-            packed = PackedLinear(child.weight, child.bias)
-            setattr(parent, name, packed)
-            packed_bytes += packed.packed_bytes()
-    model.packed_lm_head = packed_head
-    return packed_bytes
+    """Replace every nn.Linear of `model` by a PackedLinear and pack its output head; returns the bytes packed."""
+    return replace_linears(model, PackedLinear)

@@ -28,6 +28,8 @@ import warnings
 import torch
 from torch import nn
 
+from ruvonvllm.layers.linear import replace_linears
+
 QUANTIZATION_METHODS = ("int8",)
 
 
@@ -105,26 +107,6 @@ def check_quantization(method: str | None, device: torch.device, dtype: torch.dt
         raise ValueError("quantization='int8' needs torch's fbgemm quantized ops, which this torch build lacks")
 
 
-@torch.no_grad()
 def quantize_linears_int8(model: nn.Module) -> int:
-    """Replace every nn.Linear of `model` and its output head by Int8Linear; returns the bytes they hold.
-
-    The model provides `lm_head_weight()` and a `packed_lm_head` attribute that
-    its compute_logits uses when set (see layers/cpu_gemm.py); an untied head is
-    itself an nn.Linear and becomes that same module.
-    """
-    head_weight = model.lm_head_weight()
-    head = Int8Linear(head_weight, None)
-    total = head.weight_bytes()
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if not isinstance(child, nn.Linear):
-                continue
-            if child.weight is head_weight:
-                setattr(parent, name, head)
-                continue
-            quantized = Int8Linear(child.weight, child.bias)
-            setattr(parent, name, quantized)
-            total += quantized.weight_bytes()
-    model.packed_lm_head = head
-    return total
+    """Replace every nn.Linear of `model` and its output head by Int8Linear; returns the bytes they hold."""
+    return replace_linears(model, Int8Linear)

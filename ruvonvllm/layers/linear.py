@@ -4,9 +4,14 @@ Checkpoints store q/k/v (and gate/up) as separate matrices; running them as one
 matmul over the concatenated weight saves kernel launches and reads the input
 once. `MergedLinear` remembers which rows belong to which checkpoint tensor so
 loading stays a plain copy into a slice.
+
+`replace_linears` is the hook for transforms applied after loading (the CPU's
+oneDNN packing, int8 quantization): they swap the layers, not the model code.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -43,3 +48,30 @@ class MergedLinear(nn.Linear):
         if param is None:
             raise ValueError(f"weight {name!r} is a {param_name}, but this projection has none")
         copy_weight(param.data.narrow(0, offset, size), loaded, name)
+
+
+@torch.no_grad()
+def replace_linears(model: nn.Module, make_layer: Callable[[torch.Tensor, torch.Tensor | None], nn.Module]) -> int:
+    """Replace every nn.Linear of `model` by make_layer(weight, bias) and set its output head.
+
+    The model provides `lm_head_weight()` and a `packed_lm_head` attribute that
+    its compute_logits uses when set; the head module is make_layer(head weight,
+    None). An untied head is itself an nn.Linear and becomes that same module,
+    built once. Returns the bytes the new layers hold (their `weight_bytes()`).
+    """
+    head_weight = model.lm_head_weight()
+    head = make_layer(head_weight, None)
+    total = head.weight_bytes()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.Linear):
+                continue
+            if child.weight is head_weight:
+                setattr(parent, name, head)
+                continue
+            layer = make_layer(child.weight, child.bias)
+            setattr(parent, name, layer)
+            total += layer.weight_bytes()
+    model.packed_lm_head = head
+    return total
+
