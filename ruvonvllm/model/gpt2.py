@@ -88,7 +88,8 @@ class GPT2LMHeadModel(nn.Module):
         super().__init__()
         self.config = config
         self.transformer = GPT2Model(config)
-        # Set by ruvonvllm/layers/cpu_gemm.py on CPU: the head, repacked for oneDNN.
+        # Set by a transform after loading (layers/linear.py, replace_linears): the head as a
+        # oneDNN-packed or int8 layer on the CPU.
         self.packed_lm_head: nn.Module | None = None
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,

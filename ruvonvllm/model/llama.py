@@ -140,7 +140,8 @@ class LlamaForCausalLM(nn.Module):
         # sharing would not survive the meta-device construction + to_empty of the loader.
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        # Set by ruvonvllm/layers/cpu_gemm.py on CPU: the head, repacked for oneDNN.
+        # Set by a transform after loading (layers/linear.py, replace_linears): the head as a
+        # oneDNN-packed or int8 layer on the CPU.
         self.packed_lm_head: nn.Module | None = None
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
