@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--no-async-scheduling", action="store_true")
+    parser.add_argument("--prompt-len", type=int, default=PROMPT_LEN,
+                        help="Context at the start of decode (nano's contexts average ~800 tokens).")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -85,13 +87,13 @@ def main() -> None:
           + (f", {len(graphs.batch_sizes)} graphs captured in {graphs.capture_seconds:.1f} s, "
              f"{graphs.memory_bytes / 2**20:.0f} MiB)" if graphs else ", eager)"))
 
-    prompts = random_prompts(args.batch_size, PROMPT_LEN, engine.loaded.config.vocab_size)
+    prompts = random_prompts(args.batch_size, args.prompt_len, engine.loaded.config.vocab_size)
     # FINAL_ONLY, as LLM.generate asks: no per-step RequestOutputs.
     params = SamplingParams(temperature=0.0, max_tokens=STEPS + PROFILED_STEPS + 40, ignore_eos=True,
                             output_kind=RequestOutputKind.FINAL_ONLY)
     for i, prompt in enumerate(prompts):
         engine.add_request(str(i), prompt, params)
-    prefill_steps = -(-args.batch_size * PROMPT_LEN // engine.config.scheduler.max_num_batched_tokens)
+    prefill_steps = -(-args.batch_size * args.prompt_len // engine.config.scheduler.max_num_batched_tokens)
     for _ in range(prefill_steps + 10):  # prefill, then a few decode steps to warm up
         engine.step()
 
@@ -117,7 +119,7 @@ def main() -> None:
     launch_ms = statistics.median(launch.seconds) * 1e3
     wait_ms = statistics.median(wait.seconds) * 1e3
     mode = ("eager" if args.enforce_eager else "graphs") + (", async" if engine.async_scheduling else ", sync")
-    print(f"{os.path.basename(args.model)} batch {args.batch_size} {mode}: step {step_ms:.3f} ms "
+    print(f"{os.path.basename(args.model)} batch {args.batch_size}, context {args.prompt_len}+ {mode}: step {step_ms:.3f} ms "
           f"({args.batch_size / step_ms * 1e3:.0f} tok/s) | GPU kernels {kernel_ms:.3f} ms/step "
           f"({kernel_ms / step_ms:.0%} busy) | host: schedule {schedule_ms:.3f} ms, runner.launch "
           f"{launch_ms:.3f} ms, runner.wait {wait_ms:.3f} ms (waiting for the GPU), "

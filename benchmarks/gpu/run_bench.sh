@@ -35,8 +35,13 @@ step() {  # step NAME TIMEOUT COMMAND...   (ONLY="name name ..." runs just those
   echo "    exit $? after $((SECONDS - START)) s" | tee -a "$OUT/log.txt"
 }
 
-step tests 200 python3 -m pytest -q tests/test_fused_ops.py tests/test_async_scheduling.py tests/test_cuda_graphs.py tests/test_triton_attention.py \
+step tests 200 python3 -m pytest -q tests/test_fused_ops.py tests/test_skinny_matmul.py tests/test_async_scheduling.py tests/test_cuda_graphs.py tests/test_triton_attention.py \
   tests/test_gpu.py -k "not smollm2"
+step gemv-sweep-qwen 240 python3 benchmarks/gpu/gemv_sweep.py --shapes "qwen3 qkv,qwen3 o,qwen3 gate_up,qwen3 down,qwen3 head" --json /tmp/res/gemv-sweep-qwen.json
+step gemv-sweep-llama 150 python3 benchmarks/gpu/gemv_sweep.py --rows 1,8 --shapes "llama qkv,llama o,llama gate_up,llama down" --json /tmp/res/gemv-sweep-llama.json
+step timeline-qwen 120 $R bench throughput --model $Q $DUMMY --engine ruvon --json /tmp/res/tput-qwen.json --timeline $OUT/timeline-qwen.json
+step timeline-llama 150 $R bench throughput --model $L $DUMMY --engine ruvon --json /tmp/res/tput-llama.json --timeline $OUT/timeline-llama.json
+step prof-qwen-b256-ctx700 90 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 256 --prompt-len 700
 step tests-smollm2 120 python3 -m pytest -q tests/test_gpu.py -k smollm2
 step lat-qwen-b1 120 $R bench latency --model $Q $DUMMY --engine both --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1.json
 step lat-qwen-b1-unfused 60 env RUVON_DISABLE_FUSED_OPS=1 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1-unfused.json
@@ -65,6 +70,8 @@ import glob, json, os, sys
 results = {os.path.basename(p)[:-5]: json.load(open(p)) for p in sorted(glob.glob("/tmp/res/*.json"))}
 json.dump(results, open(os.path.join(sys.argv[1], "results.json"), "w"), indent=1)
 for name, rows in results.items():
+    if name.startswith("gemv-sweep"):
+        continue
     for r in rows:
         if "ms_per_step" in r:
             print(f"{name:20s} {r['engine']:5s} {r['ms_per_step']:8.3f} ms/step {r['tokens_per_second']:9.1f} tok/s "

@@ -102,6 +102,8 @@ def throughput(
     num_prompts: Annotated[int, typer.Option("--num-prompts")] = 256,
     length_scale: Annotated[float, typer.Option("--length-scale", help="Shrink the nano workload's lengths.")] = 1.0,
     temperature: float = 0.6, engine: Engine = "ruvon", json_path: JsonPath = None,
+    timeline: Annotated[Optional[str], typer.Option("--timeline", help="Write every step of our run (tokens, "
+                                                    "context, times) to this JSON file.")] = None,
 ) -> None:
     """The nano workload: every request at once; output tokens per second."""
     from ruvonvllm.bench.throughput import run_hf_throughput, run_ruvon_throughput
@@ -115,7 +117,7 @@ def throughput(
                        enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
                        max_num_batched_tokens=max_num_batched_tokens, kv_cache_bytes=kv_cache_bytes,
                        scheduler=scheduler, async_scheduling=async_scheduling, quantization=quantization)
-            results.append(run_ruvon_throughput(llm, requests, temperature))
+            results.append(run_ruvon_throughput(llm, requests, temperature, timeline))
             del llm
         else:
             hf, _ = _hf_model(model, load_format, dtype, device)

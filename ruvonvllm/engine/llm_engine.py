@@ -30,6 +30,7 @@ from ruvonvllm.engine.output_processor import OutputProcessor
 from ruvonvllm.engine.plan import SchedulerOutput
 from ruvonvllm.engine.scheduler import Scheduler
 from ruvonvllm.engine.sequence import Sequence, SequenceStatus
+from ruvonvllm.engine.step_trace import StepTrace
 from ruvonvllm.model.loader import LoadedModel, load_model
 from ruvonvllm.outputs import RequestOutput
 from ruvonvllm.sampling.params import SamplingParams
@@ -70,6 +71,7 @@ class LLMEngine:
         self.async_scheduling = config.scheduler.enable_kv_cache and (
             self.loaded.device.type == "cuda" if config.async_scheduling is None else config.async_scheduling)
         self._in_flight: tuple[SchedulerOutput, LaunchedStep] | None = None  # launched, not yet applied
+        self.step_trace: StepTrace | None = None  # set one to record every step (bench --timeline)
 
     def _load_tokenizer(self, config: EngineConfig) -> Tokenizer | None:
         """The model's tokenizer. Dummy weights come from a bare config.json with none: such an
@@ -162,6 +164,8 @@ class LLMEngine:
             launched = self.runner.launch(plan, previous[1] if previous else None)
             self.scheduler.on_launched(plan)
             self._in_flight = (plan, launched)
+            if self.step_trace is not None:
+                self.step_trace.launched(plan)
         outputs = self._apply(*previous) if previous else []
         if not self.async_scheduling and self._in_flight is not None:
             current, self._in_flight = self._in_flight, None
@@ -171,6 +175,8 @@ class LLMEngine:
     def _apply(self, plan: SchedulerOutput, launched: LaunchedStep) -> list[RequestOutput]:
         """Wait for a launched step's tokens and fold them into sequences, text and outputs."""
         result = self.runner.wait(launched)
+        if self.step_trace is not None:
+            self.step_trace.finished()
         self.scheduler.update(plan, result)
         touched = [s.seq for s in plan.scheduled]
         for seq, stop_string in self.output_processor.fold_step(result, touched):

@@ -94,3 +94,44 @@ def silu_and_mul_kernel(
     up = tl.load(x_ptr + token * stride_x + intermediate + cols, mask=mask, other=0.0).to(tl.float32)
     activated = (gate * tl.sigmoid(gate)).to(dtype).to(tl.float32)
     tl.store(out_ptr + token * stride_out + cols, (activated * up).to(dtype), mask=mask)
+
+
+@triton.jit
+def skinny_matmul_kernel(
+    x_ptr,                         # [M, K], M small (decode rows)
+    w_ptr,                         # [N, K]: an nn.Linear weight, rows contiguous
+    bias_ptr,                      # [N]; read only when HAS_BIAS
+    out_ptr,                       # [M, N]
+    M, N, K,
+    stride_x, stride_w, stride_out,
+    HAS_BIAS: tl.constexpr,
+    USE_DOT: tl.constexpr,         # tensor-core dot (BLOCK_M >= 16) or plain multiply-adds
+    BLOCK_M: tl.constexpr,         # M rounded up to a power of two (16 for dot)
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    # Each program owns BLOCK_N output columns and walks the whole K dimension: it streams
+    # BLOCK_N rows of the weight once, which is the only traffic that matters when M is tiny.
+    pid = tl.program_id(0)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    x_ptrs = x_ptr + offs_m[:, None] * stride_x + offs_k[None, :]
+    w_ptrs = w_ptr + offs_n[:, None] * stride_w + offs_k[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        mask_k = (k + offs_k) < K
+        x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        w = tl.load(w_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+        if USE_DOT:
+            acc += tl.dot(x, tl.trans(w))
+        else:
+            acc += tl.sum(x[:, None, :].to(tl.float32) * w[None, :, :].to(tl.float32), axis=2)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    out_ptrs = out_ptr + offs_m[:, None] * stride_out + offs_n[None, :]
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
