@@ -77,12 +77,14 @@ def test_leading_dimensions_and_strided_rows_are_kept():
 
 
 def test_linear_dispatch():
-    """Only few-row bf16/fp16 products on CUDA take the kernel; the rest is F.linear, exactly."""
+    """Only few-row bf16/fp16 products with a matrix no taller than wide, on CUDA, take the kernel;
+    the rest is F.linear, exactly."""
     weight = randn(16, 32, dtype=torch.bfloat16, seed=6)
     few, many = randn(2, 32, dtype=torch.bfloat16, seed=7), randn(sm.MAX_ROWS + 1, 32, dtype=torch.bfloat16, seed=8)
     assert sm.skinny_matmul_applies(few, weight) == torch.cuda.is_available()
     assert not sm.skinny_matmul_applies(many, weight)
     assert not sm.skinny_matmul_applies(few.float(), weight.float())
+    assert not sm.skinny_matmul_applies(randn(2, 16, dtype=torch.bfloat16, seed=9), weight.t().contiguous())
     torch.testing.assert_close(sm.linear(many, weight), F.linear(many, weight), atol=0, rtol=0)
 
 
@@ -91,9 +93,11 @@ def test_linear_dispatch():
 @pytest.mark.parametrize("out_features,in_features", [(4096, 1024), (1024, 2048), (6144, 1024), (1024, 3072),
                                                       (151936, 1024), (6144, 4096), (4096, 14336)])
 def test_default_config_at_model_sizes(rows, out_features, in_features):
+    """The default launch on the real models' matrices, through the kernel whatever the dispatch says."""
     x = randn(rows, in_features, dtype=torch.bfloat16, seed=9)
     weight = randn(out_features, in_features, dtype=torch.bfloat16, seed=10, scale=0.02)
-    torch.testing.assert_close(sm.linear(x, weight), expected(x, weight, None), **TOLERANCE[torch.bfloat16])
+    actual = sm.skinny_matmul(x, weight)
+    torch.testing.assert_close(actual, expected(x, weight, None), **TOLERANCE[torch.bfloat16])
 
 
 # ----------------------------------------------------------------------------- full-suite runs on CPU

@@ -42,6 +42,9 @@ step gemv-sweep-llama 150 python3 benchmarks/gpu/gemv_sweep.py --rows 1,8 --shap
 step timeline-qwen 120 $R bench throughput --model $Q $DUMMY --engine ruvon --json /tmp/res/tput-qwen.json --timeline $OUT/timeline-qwen.json
 step timeline-llama 150 $R bench throughput --model $L $DUMMY --engine ruvon --json /tmp/res/tput-llama.json --timeline $OUT/timeline-llama.json
 step prof-qwen-b256-ctx700 90 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 256 --prompt-len 700
+step sampler-microbench 60 python3 benchmarks/gpu/sampler_microbench.py
+step nano-start-qwen 150 python3 benchmarks/gpu/profile_nano_start.py --model $Q
+step nano-start-llama 200 python3 benchmarks/gpu/profile_nano_start.py --model $L
 step tests-smollm2 120 python3 -m pytest -q tests/test_gpu.py -k smollm2
 step lat-qwen-b1 120 $R bench latency --model $Q $DUMMY --engine both --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1.json
 step lat-qwen-b1-unfused 60 env RUVON_DISABLE_FUSED_OPS=1 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1-unfused.json

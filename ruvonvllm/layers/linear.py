@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ruvonvllm.ops.skinny_matmul import linear
+
 
 def copy_weight(param: torch.Tensor, loaded: torch.Tensor, name: str) -> None:
     """Copy a checkpoint tensor into an allocated parameter, converting dtype and device."""
@@ -26,7 +28,14 @@ def copy_weight(param: torch.Tensor, loaded: torch.Tensor, name: str) -> None:
         param.copy_(loaded)
 
 
-class MergedLinear(nn.Linear):
+class Linear(nn.Linear):
+    """nn.Linear whose few-row products on a GPU may take the skinny-matmul kernel (ops/skinny_matmul.py)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+class MergedLinear(Linear):
     """One Linear whose output rows are the concatenation of named shards.
 
     shard_sizes {"q": 1024, "k": 256, "v": 256} gives rows [0, 1024) to q,

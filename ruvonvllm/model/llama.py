@@ -28,7 +28,7 @@ from torch import nn
 from ruvonvllm.attention.base import AttentionMetadata
 from ruvonvllm.layers.activation import ActAndMul
 from ruvonvllm.layers.attention import PagedAttention
-from ruvonvllm.layers.linear import MergedLinear, copy_weight
+from ruvonvllm.layers.linear import Linear, MergedLinear, copy_weight
 from ruvonvllm.layers.norm import RMSNorm
 from ruvonvllm.layers.rotary import RotaryEmbedding
 from ruvonvllm.model.config import ModelArchConfig
@@ -56,8 +56,8 @@ class LlamaAttention(nn.Module):
         self.qkv_proj = MergedLinear(config.hidden_size, {"q": self.q_size, "k": self.kv_size, "v": self.kv_size},
                                      bias=config.attention_bias)
         # Llama's attention_bias covers o_proj too; Qwen2's q/k/v biases do not.
-        self.o_proj = nn.Linear(self.q_size, config.hidden_size,
-                                bias=config.attention_bias and config.family != "qwen2")
+        self.o_proj = Linear(self.q_size, config.hidden_size,
+                             bias=config.attention_bias and config.family != "qwen2")
         self.qk_norm = config.qk_norm
         if config.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
@@ -79,7 +79,7 @@ class LlamaMLP(nn.Module):
         size = config.intermediate_size
         self.gate_up_proj = MergedLinear(config.hidden_size, {"gate": size, "up": size}, bias=False)
         self.act_and_mul = ActAndMul(config.hidden_act)
-        self.down_proj = nn.Linear(size, config.hidden_size, bias=False)
+        self.down_proj = Linear(size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act_and_mul(self.gate_up_proj(x)))

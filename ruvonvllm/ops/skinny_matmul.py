@@ -7,8 +7,9 @@ about a third of the card's memory bandwidth (benchmarks/gpu/NOTES.md). The
 kernel here (ops/kernels.py, `skinny_matmul_kernel`) gives each program a
 strip of output columns and has it stream that strip of the weight once.
 
-`skinny_matmul` is F.linear for at most MAX_ROWS rows of bf16/fp16 on CUDA;
-everything else (prefill, big batches, float32, the CPU) goes to F.linear.
+`linear` is F.linear, through the kernel for the shapes where it measured
+faster (`skinny_matmul_applies`); everything else (prefill, bigger batches,
+float32, the CPU) stays with F.linear. layers/linear.py's `Linear` calls it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import torch.nn.functional as F
 
 from ruvonvllm.ops import use_triton_kernels
 
-MAX_ROWS = 8
+# Where the kernel beats cuBLAS (benchmarks/gpu/gemv_sweep.py, H200, inside a CUDA graph): up to
+# 4 rows, for matrices at most as tall as they are wide (attention's output projection, the MLP's
+# down projection) and up to 2^24 elements. Qwen3-0.6B at 1 row: o_proj 12.7 -> 4.0 us, down_proj
+# 7.3 -> 5.1 us; Llama-3.1-8B's o_proj 13.3 -> 11.7 us. On wide matrices (qkv, gate_up) and the
+# output head cuBLAS is as fast or faster, and past 4 rows it wins everywhere.
+MAX_ROWS = 4
+MAX_WEIGHT_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -33,15 +40,21 @@ class LaunchConfig:
 
 
 def default_config(rows: int, out_features: int, in_features: int) -> LaunchConfig:
-    """The launch configuration for a [rows, in] x [out, in]^T product (chosen with
-    benchmarks/gpu/gemv_sweep.py on an H200)."""
-    return LaunchConfig(block_n=16, block_k=256, num_warps=4, num_stages=3)
+    """Four output columns per program, the reduction in blocks of up to 1,024: with N <= K this
+    launches N / 4 programs (256 for a 1,024-wide output: two per SM of an H100/H200), each
+    streaming 4 weight rows. The best of the sweep for every shape the kernel is used on."""
+    import triton
+    return LaunchConfig(block_n=4, block_k=min(1024, triton.next_power_of_2(in_features)), num_warps=4,
+                        num_stages=2)
 
 
 def skinny_matmul_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    return (0 < rows <= MAX_ROWS and weight.dtype in (torch.bfloat16, torch.float16)
-            and x.dtype == weight.dtype and use_triton_kernels(x))
+    out_features, in_features = weight.shape
+    rows = x.numel() // in_features if in_features else 0
+    return (0 < rows <= MAX_ROWS and out_features <= in_features
+            and out_features * in_features <= MAX_WEIGHT_ELEMENTS
+            and weight.dtype in (torch.bfloat16, torch.float16) and x.dtype == weight.dtype
+            and use_triton_kernels(x))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
