@@ -35,7 +35,7 @@ step() {  # step NAME TIMEOUT COMMAND...   (ONLY="name name ..." runs just those
   echo "    exit $? after $((SECONDS - START)) s" | tee -a "$OUT/log.txt"
 }
 
-step tests 200 python3 -m pytest -q tests/test_fused_ops.py tests/test_skinny_matmul.py tests/test_async_scheduling.py tests/test_cuda_graphs.py tests/test_triton_attention.py \
+step tests 200 python3 -m pytest -q tests/test_fused_ops.py tests/test_skinny_matmul.py tests/test_fused_sampler.py tests/test_async_scheduling.py tests/test_cuda_graphs.py tests/test_triton_attention.py \
   tests/test_gpu.py -k "not smollm2"
 step gemv-sweep-qwen 240 python3 benchmarks/gpu/gemv_sweep.py --shapes "qwen3 qkv,qwen3 o,qwen3 gate_up,qwen3 down,qwen3 head" --json /tmp/res/gemv-sweep-qwen.json
 step gemv-sweep-llama 150 python3 benchmarks/gpu/gemv_sweep.py --rows 1,8 --shapes "llama qkv,llama o,llama gate_up,llama down" --json /tmp/res/gemv-sweep-llama.json
@@ -64,7 +64,7 @@ step prof-llama-b1 60 python3 benchmarks/gpu/profile_step.py --model $L --batch-
 step prof-qwen-b8 60 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 8
 step prof-qwen-b256 90 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 256
 step tput-both-64 240 $R bench throughput --model $Q $DUMMY --engine both --num-prompts 64 --json /tmp/res/tput-both-64.json
-step tput-both 480 $R bench throughput --model $Q $DUMMY --engine both --json /tmp/res/tput-both.json
+step tput-both 480 $R bench throughput --model $Q $DUMMY --engine both --json /tmp/res/tput-both.json --timeline $OUT/timeline-qwen-both.json
 step lat-llama-b1-both 150 $R bench latency --model $L $DUMMY --engine both --batch-size 1 --output-len 256 --json /tmp/res/lat-llama-b1-both.json
 step tput-qwen-eager 150 $R bench throughput --model $Q $DUMMY --engine ruvon --enforce-eager --json /tmp/res/tput-qwen-eager.json
 

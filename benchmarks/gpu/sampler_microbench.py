@@ -3,7 +3,8 @@
     python benchmarks/gpu/sampler_microbench.py
 
 Logits [batch, 151,936] float32 (Qwen3's vocabulary), sampled greedy, with
-temperature 0.6 (the nano workload), and with temperature + top-p 0.9.
+temperature 0.6 (the nano workload: the one-kernel path of sampling/fused.py,
+and the general path it replaces), and with temperature + top-p 0.9.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def main() -> None:
             sampling = SamplingBatch.from_sequences(seqs, VOCAB, device)
             ms = time_ms(lambda: sampler(logits, sampling))
             print(f"batch {batch:4d} {name:28s} {ms:7.3f} ms ({batch * VOCAB * 4 / ms / 1e6:6.0f} GB/s of logits read once)")
+            if name == "temperature 0.6":  # the general (six-pass) path the fused kernel replaces
+                ms = time_ms(lambda: sampler._sample(logits, sampling))
+                print(f"batch {batch:4d} {'  general path':28s} {ms:7.3f} ms")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ The pipeline for each step, every stage vectorized over the batch:
    from their own generator and come out the same in any batch.
 
 Logprobs (when some row asked) come from the raw logits, before step 1.
+
+On CUDA, a batch without top-k, top-p or min-p takes steps 2-4 in one kernel
+(fused.py): the same draw, one pass over the logits instead of six.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ruvonvllm.sampling.fused import fused_sample, fused_sample_applies
 from ruvonvllm.sampling.logprobs import LogprobsTensors, gather_logprobs
 from ruvonvllm.sampling.sampling_batch import SamplingBatch
 
@@ -77,6 +81,8 @@ class Sampler:
 
         if batch.all_greedy:
             token_ids = logits.argmax(dim=-1)
+        elif fused_sample_applies(logits, batch):
+            token_ids = fused_sample(logits, batch)  # greedy rows included
         else:
             token_ids = self._sample(logits, batch)
             if batch.any_greedy:

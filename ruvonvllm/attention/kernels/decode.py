@@ -49,7 +49,11 @@ MIN_PARTITION_SIZE = 256
 MAX_NUM_SPLITS = 64
 
 
-@triton.jit
+# The block table's width changes from step to step outside CUDA graphs. Triton compiles a new
+# variant of a kernel whenever an integer argument changes from or to a multiple of 16 (the
+# first step whose longest sequence needs 64 blocks cost a 0.7 s compile mid-run on the nano
+# workload): never specialize on it.
+@triton.jit(do_not_specialize=["stride_table"])
 def _paged_decode_kernel(
     q_ptr,                       # [num_seqs, num_heads, head_dim]: token i belongs to sequence i
     k_cache_ptr, v_cache_ptr,    # [num_blocks, block_size, num_kv_heads, head_dim]

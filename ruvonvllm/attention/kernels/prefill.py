@@ -38,7 +38,11 @@ from ruvonvllm.attention.kernels.common import dot_dtype, dot_precision, interpr
 from ruvonvllm.attention.kernels.decode import LOG2E
 
 
-@triton.jit
+# The block table's width changes from step to step outside CUDA graphs. Triton compiles a new
+# variant of a kernel whenever an integer argument changes from or to a multiple of 16 (the
+# first step whose longest sequence needs 64 blocks cost a 0.7 s compile mid-run on the nano
+# workload): never specialize on it.
+@triton.jit(do_not_specialize=["stride_table"])
 def _paged_prefill_kernel(
     q_ptr,                       # [num_tokens, num_heads, head_dim], sequences back to back
     k_cache_ptr, v_cache_ptr,    # [num_blocks, block_size, num_kv_heads, head_dim]
