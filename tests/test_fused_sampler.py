@@ -16,7 +16,7 @@ pytest.importorskip("triton")
 
 from ruvonvllm.attention.kernels.common import interpreting  # noqa: E402
 from ruvonvllm.engine.sequence import Sequence  # noqa: E402
-from ruvonvllm.sampling.fused import fused_sample, fused_sample_applies  # noqa: E402
+from ruvonvllm.sampling.fused import MIN_ROWS, fused_sample, fused_sample_applies  # noqa: E402
 from ruvonvllm.sampling.params import SamplingParams  # noqa: E402
 from ruvonvllm.sampling.sampler import Sampler  # noqa: E402
 from ruvonvllm.sampling.sampling_batch import SamplingBatch  # noqa: E402
@@ -80,12 +80,14 @@ def test_seeded_rows_repeat_whatever_the_batch():
     assert len(draws) > 3  # different seeds, different draws
 
 
-def test_only_plain_temperature_batches_apply():
-    logits = torch.zeros(2, 10, device=DEVICE)
-    plain = batch_of([SamplingParams(temperature=0.8), SamplingParams(temperature=0.0)], 10)
-    nucleus = batch_of([SamplingParams(temperature=0.8, top_p=0.9)] * 2, 10)
+def test_only_plain_temperature_batches_of_many_rows_apply():
+    rows = MIN_ROWS
+    logits = torch.zeros(rows, 10, device=DEVICE)
+    plain = batch_of([SamplingParams(temperature=0.8), SamplingParams(temperature=0.0)] * (rows // 2), 10)
+    nucleus = batch_of([SamplingParams(temperature=0.8, top_p=0.9)] * rows, 10)
     assert fused_sample_applies(logits, plain) == torch.cuda.is_available()
     assert not fused_sample_applies(logits, nucleus)
+    assert not fused_sample_applies(logits[:rows - 1], batch_of([SamplingParams(temperature=0.8)] * (rows - 1), 10))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Sampler dispatches to the kernel on CUDA only")

@@ -3,10 +3,10 @@
 The sampler's general path (sampler.py) divides by the temperature, takes a
 softmax, draws exponential noise, divides and takes an argmax: six passes over
 a [batch, vocab] float32 tensor. At the nano workload's 256 rows of Qwen3's
-151,936-token vocabulary that is 0.61 ms of every step (H200,
-benchmarks/gpu/sampler_microbench.py), as long as the rest of the step's
-non-attention work. When no row uses top-k, top-p or min-p, the same draw is
-one kernel: argmax(logits / T + Gumbel noise) is distributed as
+151,936-token vocabulary that is 0.60 ms of every step (H200,
+benchmarks/gpu/sampler_microbench.py); the fused path takes 0.30 ms (Philox
+noise for 39 million logits is most of it). When no row uses top-k, top-p or
+min-p, the same draw is one kernel: argmax(logits / T + Gumbel noise) is distributed as
 softmax(logits / T) (the Gumbel-max trick; the exponential race of the
 general path is the same trick, written with probabilities).
 
@@ -31,9 +31,15 @@ _BLOCK = 4096
 _SEED_RANGE = 2**62
 
 
+# Below this many rows the general path's few small kernels are quicker than the fused path's
+# setup (seeds, casts, the final argmax): 0.074 vs 0.115 ms at 1 row, 0.083 vs 0.120 ms at 8,
+# 0.199 vs 0.142 ms at 64, 0.604 vs 0.295 ms at 256 (H200, benchmarks/gpu/sampler_microbench.py).
+MIN_ROWS = 64
+
+
 def fused_sample_applies(logits: torch.Tensor, batch: SamplingBatch) -> bool:
-    return (batch.top_k is None and batch.top_p is None and batch.min_p is None
-            and batch.temperature is not None and use_triton_kernels(logits))
+    return (logits.shape[0] >= MIN_ROWS and batch.top_k is None and batch.top_p is None
+            and batch.min_p is None and batch.temperature is not None and use_triton_kernels(logits))
 
 
 def fused_sample(logits: torch.Tensor, batch: SamplingBatch, block: int = _BLOCK) -> torch.Tensor:
