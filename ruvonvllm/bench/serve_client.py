@@ -7,6 +7,11 @@ end-to-end latency the time to the last one. Arrivals are a Poisson process at
 `request_rate` requests per second (inf sends them all at once), optionally
 capped at `max_concurrency` requests in flight. The server under test is never
 imported: the same client measures RuvonVLLM, vLLM or llama-server alike.
+
+The client runs on aiohttp, whose HTTP parser is compiled, rather than httpx:
+on the 2-core CPU machine the load generator shares the cores with the model,
+and every token it parses in Python is time the model does not get (Part 4
+measures that cost).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 
 from ruvonvllm.bench.workloads import WorkloadRequest
 
@@ -90,7 +95,7 @@ def _payload(request: WorkloadRequest, model: str, prompt: str | list[int], temp
             "ignore_eos": ignore_eos, "stream": True, "stream_options": {"include_usage": True}}
 
 
-async def send_request(client: httpx.AsyncClient, url: str, payload: dict, prompt_len: int,
+async def send_request(session: aiohttp.ClientSession, url: str, payload: dict, prompt_len: int,
                        t0: float) -> RequestResult:
     """POST one streaming completion and time its chunks."""
     result = RequestResult(ok=False, prompt_len=prompt_len)
@@ -100,16 +105,16 @@ async def send_request(client: httpx.AsyncClient, url: str, payload: dict, promp
     num_chunks = 0
     usage_tokens = None
     try:
-        async with client.stream("POST", url, json=payload) as response:
-            if response.status_code != 200:
-                body = (await response.aread()).decode(errors="replace")
-                result.error = f"HTTP {response.status_code}: {body[:200]}"
+        async with session.post(url, json=payload) as response:
+            if response.status != 200:
+                body = (await response.read()).decode(errors="replace")
+                result.error = f"HTTP {response.status}: {body[:200]}"
                 return result
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
+            async for raw_line in response.content:  # server-sent events, one line at a time
+                if not raw_line.startswith(b"data:"):
                     continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+                data = raw_line[5:].strip()
+                if data == b"[DONE]":
                     break
                 chunk = json.loads(data)
                 if "error" in chunk:
@@ -126,7 +131,7 @@ async def send_request(client: httpx.AsyncClient, url: str, payload: dict, promp
                     result.itls.append(now - last)
                 last = now
                 num_chunks += 1
-    except (httpx.HTTPError, json.JSONDecodeError) as e:
+    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as e:
         result.error = f"{type(e).__name__}: {e}"
         return result
     result.latency = last - start
@@ -154,8 +159,9 @@ async def run_benchmark(base_url: str, model: str, requests: list[WorkloadReques
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     prompts = [decode(r.prompt_token_ids) if decode else r.prompt_token_ids for r in requests]
     rng = random.Random(seed)
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(None, connect=30.0), limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=0)  # no cap: concurrency is the workload's to decide
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30.0)
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as client:
         if warmup:
             first = WorkloadRequest(requests[0].prompt_token_ids, 4)
             await send_request(client, url, _payload(first, model, prompts[0], temperature, ignore_eos),
