@@ -85,13 +85,15 @@ def serve_benchmark(
         decode = Tokenizer.from_model_path(tokenizer or str(default_model_path())).decode
     model = model or _first_model(base_url, api_key)
 
+    # Redrawn when a request finishes, not 10 times a second from a thread of its own: on a small
+    # machine the load generator shares the cores with the server it measures.
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+                  TimeElapsedColumn(), console=console, transient=True, auto_refresh=False) as progress:
         task = progress.add_task("requests", total=len(requests))
         try:
             result = asyncio.run(run_benchmark(
                 base_url, model, requests, request_rate, max_concurrency, temperature, ignore_eos, api_key,
-                decode, seed, warmup, on_done=lambda _: progress.advance(task)))
+                decode, seed, warmup, on_done=lambda _: progress.update(task, advance=1, refresh=True)))
         except ValueError as e:
             console.print(f"[bold red]error:[/] {e}")
             raise typer.Exit(2) from e
