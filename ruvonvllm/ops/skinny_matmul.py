@@ -2,8 +2,8 @@
 
 At batch 1 a decode step multiplies one activation row by every weight matrix:
 the work is reading the weights, nothing else. cuBLAS picks kernels tuned for
-bigger problems, and on a 0.6B model's small matrices (2-12 MB each) they reach
-about a third of the card's memory bandwidth (benchmarks/gpu/NOTES.md). The
+bigger problems, and on a 0.6B model's small matrices (4-12 MB each) they read
+0.3 to 2.1 TB/s of an H200's 4+ (benchmarks/gpu/gemv_sweep.py). The
 kernel here (ops/kernels.py, `skinny_matmul_kernel`) gives each program a
 strip of output columns and has it stream that strip of the weight once.
 
@@ -40,9 +40,10 @@ class LaunchConfig:
 
 
 def default_config(rows: int, out_features: int, in_features: int) -> LaunchConfig:
-    """Four output columns per program, the reduction in blocks of up to 1,024: with N <= K this
-    launches N / 4 programs (256 for a 1,024-wide output: two per SM of an H100/H200), each
-    streaming 4 weight rows. The best of the sweep for every shape the kernel is used on."""
+    """The launch for a [rows, in] x [out, in]^T product; one serves every shape the kernel
+    is used on (the sweep's best for each). Four output columns per program, the reduction in
+    blocks of up to 1,024: with N <= K this launches N / 4 programs (256 for a 1,024-wide
+    output, two per SM of an H100/H200), each streaming 4 weight rows."""
     import triton
     return LaunchConfig(block_n=4, block_k=min(1024, triton.next_power_of_2(in_features)), num_warps=4,
                         num_stages=2)
