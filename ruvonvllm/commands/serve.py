@@ -49,15 +49,17 @@ def serve(
     from ruvonvllm.api.server import build_app
     from ruvonvllm.commands.main import build_llm, console, fail
     from ruvonvllm.config import env_str
-    from ruvonvllm.engine.async_engine import AsyncEngine
+    from ruvonvllm.engine.async_engine import AsyncEngine, reserve_cpu_threads_for_engine
 
     if max_waiting < 0:
         fail(f"--max-waiting must be >= 0, got {max_waiting}")
     _configure_logging(log_level)
+    # Load single-threaded here, run multi-threaded on the engine thread: one OpenMP team only.
+    engine_threads = reserve_cpu_threads_for_engine()
     llm = build_llm(**opt.llm_kwargs(model, dtype, device, load_format, max_model_len, kv_cache_bytes,
                                      max_num_seqs, max_num_batched_tokens, scheduler, attention_backend,
                                      enforce_eager, quantization))
-    engine = AsyncEngine(llm.engine, max_waiting=max_waiting)
+    engine = AsyncEngine(llm.engine, max_waiting=max_waiting, num_threads=engine_threads)
     api_key = api_key or env_str("RUVON_API_KEY")
     app = build_app(engine, served_model_name, api_key=api_key, shutdown_deadline_s=shutdown_timeout)
     name = app.state.serving.served_model_name

@@ -12,6 +12,17 @@ turn of the loop, within one step.
 Backpressure: `max_waiting` bounds the requests admitted but not yet running;
 past it, `add_request` raises QueueFull at once instead of queueing without
 limit (the server answers 503 with Retry-After).
+
+CPU threads: torch's CPU kernels run on GNU OpenMP, which keeps one team of
+worker threads per thread that starts parallel work. Its workers spin between
+parallel regions (a few ms) only while the process has no more OpenMP threads
+than CPUs; past that, they sleep after ~100 spins and every one of the
+hundreds of small ops of a step waits for a wake-up. A model loaded with
+parallel work on the main thread and then run on the engine thread makes two
+teams: on the 2-core machine decode ran 10-23% slower, the whole gap between
+the served and the offline throughput (Part 4). `reserve_cpu_threads_for_engine()`,
+called before loading, keeps the main thread single-threaded; the engine thread
+then takes the threads back (`AsyncEngine(num_threads=...)`) and is the only team.
 """
 
 from __future__ import annotations
@@ -160,11 +171,24 @@ class _Stop:
     pass
 
 
+def reserve_cpu_threads_for_engine() -> int:
+    """Make this (the loading) thread run torch's CPU work single-threaded, so that it never
+    starts an OpenMP team of its own; returns the thread count to hand to AsyncEngine."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return threads
+
+
 class AsyncEngine:
-    def __init__(self, engine: LLMEngine, max_waiting: int | None = None, retry_after_s: int = 1) -> None:
+    def __init__(self, engine: LLMEngine, max_waiting: int | None = None, retry_after_s: int = 1,
+                 num_threads: int | None = None) -> None:
+        """`num_threads`: torch's CPU threads for the engine thread (see the module docstring);
+        None leaves torch's setting alone."""
         if max_waiting is not None and max_waiting < 0:
             raise ValueError(f"max_waiting must be >= 0, got {max_waiting}")
         self.engine = engine
+        self.num_threads = num_threads
         self.max_waiting = max_waiting
         self.retry_after_s = retry_after_s
         self.observers: list[StepObserver] = []
@@ -296,6 +320,9 @@ class AsyncEngine:
 
     # ---- the engine thread ------------------------------------------------------------
     def _run(self) -> None:
+        if self.num_threads is not None:
+            import torch
+            torch.set_num_threads(self.num_threads)
         try:
             while self._apply_commands(block=not self.engine.has_unfinished_requests()):
                 self._abort_past_deadline()
