@@ -183,3 +183,26 @@ def test_observers_see_every_step(llm):
     # Every step reached the observer; the consumer may have had outputs coalesced.
     assert sum(seen) >= 6 >= len(outputs)
     assert len(outputs[-1].outputs[0].token_ids) == 6
+
+
+def test_engine_thread_runs_with_the_cpu_threads_reserved_for_it(llm):
+    """reserve_cpu_threads_for_engine() leaves the loading thread single-threaded and returns the
+    count; AsyncEngine(num_threads=...) applies it on the engine thread, where the steps run."""
+    import torch
+
+    from ruvonvllm.engine.async_engine import reserve_cpu_threads_for_engine
+
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    try:
+        reserved = reserve_cpu_threads_for_engine()
+        assert reserved == before and torch.get_num_threads() == 1
+
+        async def test(engine):
+            engine.observers.append(lambda outputs, snapshot: seen.append(torch.get_num_threads()))
+            await collect(engine, "threads", [1, 2, 3], SamplingParams(max_tokens=2, ignore_eos=True))
+
+        run_with_engine(llm, test, num_threads=reserved + 1)
+        assert seen and set(seen) == {reserved + 1}
+    finally:
+        torch.set_num_threads(before)
