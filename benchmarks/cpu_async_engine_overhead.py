@@ -8,8 +8,10 @@ Builds one LLM as `ruvon serve --max-num-seqs 16` does, then alternates, round b
 2. async: the same requests submitted at once to an `AsyncEngine` (the server's engine thread,
    streamed DELTA outputs delivered to this asyncio loop), consumed like the server does, with
    no HTTP and no client process.
-Prints tokens per second of each and their ratio. If async ~ offline, the HTTP layer and the
-client are what the served run pays for; if not, it is the engine thread's own work.
+Prints tokens per second of each and their ratio. If async ~ offline, the engine thread's own
+work (output building, delivery) costs nothing. Both sides run in one process whose main and
+engine threads both do parallel CPU work, i.e. with two OpenMP teams (see engine/async_engine.py):
+this compares the engine loop's work, not the server's threading.
 """
 
 from __future__ import annotations
