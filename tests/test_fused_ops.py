@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from triton_interpreter import (FRESH_PROCESS_REASON, NEEDS_FRESH_PROCESS, patch_interpreter_for_numpy_2_4,
-                                run_file_in_fresh_process)
+from triton_interpreter import (NEEDS_FRESH_PROCESS, interpreter_chosen_before_triton_import,  # noqa: F401
+                                kernel_test_device, run_file_in_fresh_process)
 
 pytest.importorskip("triton")
 
@@ -21,12 +21,7 @@ from ruvonvllm.ops.rms_norm import rms_norm_reference, rms_norm_triton  # noqa: 
 from ruvonvllm.ops.rotary import QKNorm, rotate_qk_reference_, rotate_qk_triton_  # noqa: E402
 from ruvonvllm.ops.silu_and_mul import silu_and_mul_reference, silu_and_mul_triton  # noqa: E402
 
-if not torch.cuda.is_available() and not interpreting():
-    pytest.skip("no CUDA device and TRITON_INTERPRET is off", allow_module_level=True)
-if interpreting():
-    patch_interpreter_for_numpy_2_4()
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DEVICE = kernel_test_device()
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # The kernels compute like the reference, so differences are a rounding step at most
 # (an exp or rsqrt implementation, a summation order): one ulp of the dtype, scaled.
@@ -38,12 +33,6 @@ if interpreting():
     # + rotary path casts four times in a row.
     TOLERANCE[torch.bfloat16] = dict(atol=2e-2, rtol=4e-2)
 EXACT_SUM = dict(atol=0, rtol=0)
-
-
-@pytest.fixture(autouse=True)
-def _interpreter_chosen_before_triton_import(request):
-    if NEEDS_FRESH_PROCESS and request.node.name != "test_whole_file_in_a_fresh_process":
-        pytest.skip(FRESH_PROCESS_REASON)
 
 
 def randn(*shape, dtype, seed):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from triton_interpreter import (FRESH_PROCESS_REASON, NEEDS_FRESH_PROCESS, patch_interpreter_for_numpy_2_4,
-                                run_file_in_fresh_process)
+from triton_interpreter import (NEEDS_FRESH_PROCESS, interpreter_chosen_before_triton_import,  # noqa: F401
+                                kernel_test_device, run_file_in_fresh_process)
 
 pytest.importorskip("triton")
 
@@ -21,19 +21,8 @@ from ruvonvllm.sampling.params import SamplingParams  # noqa: E402
 from ruvonvllm.sampling.sampler import Sampler  # noqa: E402
 from ruvonvllm.sampling.sampling_batch import SamplingBatch  # noqa: E402
 
-if not torch.cuda.is_available() and not interpreting():
-    pytest.skip("no CUDA device and TRITON_INTERPRET is off", allow_module_level=True)
-if interpreting():
-    patch_interpreter_for_numpy_2_4()
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DEVICE = kernel_test_device()
 BLOCK = 64  # tokens per program in these tests, so small vocabularies still span several blocks
-
-
-@pytest.fixture(autouse=True)
-def _interpreter_chosen_before_triton_import(request):
-    if NEEDS_FRESH_PROCESS and request.node.name != "test_whole_file_in_a_fresh_process":
-        pytest.skip(FRESH_PROCESS_REASON)
 
 
 def batch_of(params: list[SamplingParams], vocab_size: int) -> SamplingBatch:

@@ -12,31 +12,20 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from triton_interpreter import (FRESH_PROCESS_REASON, NEEDS_FRESH_PROCESS, patch_interpreter_for_numpy_2_4,
-                                run_file_in_fresh_process)
+from triton_interpreter import (NEEDS_FRESH_PROCESS, interpreter_chosen_before_triton_import,  # noqa: F401
+                                kernel_test_device, run_file_in_fresh_process)
 
 pytest.importorskip("triton")
 
 from ruvonvllm.attention.kernels.common import interpreting  # noqa: E402
 from ruvonvllm.ops import skinny_matmul as sm  # noqa: E402
 
-if not torch.cuda.is_available() and not interpreting():
-    pytest.skip("no CUDA device and TRITON_INTERPRET is off", allow_module_level=True)
-if interpreting():
-    patch_interpreter_for_numpy_2_4()
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DEVICE = kernel_test_device()
 # One rounding of the float32 sum to the output dtype, plus a different summation order.
 TOLERANCE = {torch.bfloat16: dict(atol=1e-2, rtol=1.6e-2), torch.float16: dict(atol=2e-3, rtol=2e-3)}
 CONFIGS = [sm.LaunchConfig(block_n=8, block_k=32, num_warps=4, num_stages=2),
            sm.LaunchConfig(block_n=16, block_k=64, num_warps=4, num_stages=3, use_dot=True),
            sm.LaunchConfig(block_n=4, block_k=128, num_warps=2, num_stages=1)]
-
-
-@pytest.fixture(autouse=True)
-def _interpreter_chosen_before_triton_import(request):
-    if NEEDS_FRESH_PROCESS and request.node.name != "test_whole_file_in_a_fresh_process":
-        pytest.skip(FRESH_PROCESS_REASON)
 
 
 def randn(*shape, dtype, seed, scale=1.0):

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from triton_interpreter import (FRESH_PROCESS_REASON, NEEDS_FRESH_PROCESS, patch_interpreter_for_numpy_2_4,
-                                run_file_in_fresh_process)
+from triton_interpreter import (NEEDS_FRESH_PROCESS, interpreter_chosen_before_triton_import,  # noqa: F401
+                                kernel_test_device, run_file_in_fresh_process)
 
 triton = pytest.importorskip("triton")
 
 from ruvonvllm.attention.kernels.common import interpreting  # noqa: E402
 
+DEVICE = kernel_test_device()
 INTERPRET = interpreting()
-if not torch.cuda.is_available() and not INTERPRET:
-    pytest.skip("no CUDA device and TRITON_INTERPRET is off", allow_module_level=True)
-if INTERPRET:
-    patch_interpreter_for_numpy_2_4()
 
 from ruvonvllm.attention.kernels import (choose_num_splits, paged_decode_attention,  # noqa: E402
                                          store_kv_cache)
@@ -28,19 +25,12 @@ from ruvonvllm.attention.torch_backend import TorchAttentionBackend  # noqa: E40
 from ruvonvllm.attention.triton_backend import TritonAttentionBackend  # noqa: E402
 from ruvonvllm.engine.model_inputs import SequenceChunk, build_model_inputs  # noqa: E402
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 1e-2}
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(),
                                reason="long contexts are too slow for Triton's CPU interpreter")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(autouse=True)
-def _interpreter_chosen_before_triton_import(request):
-    if NEEDS_FRESH_PROCESS and request.node.name != "test_whole_file_in_a_fresh_process":
-        pytest.skip(FRESH_PROCESS_REASON)
 
 
 def make_chunks(specs: list[tuple[int, int]], block_size: int, generator: torch.Generator,

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 NEEDS_FRESH_PROCESS = (not torch.cuda.is_available() and "triton" in sys.modules
@@ -49,3 +50,23 @@ def run_file_in_fresh_process(test_file: str) -> None:
         env={**os.environ, "TRITON_INTERPRET": "1"}, cwd=Path(test_file).resolve().parents[1],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+
+
+def kernel_test_device() -> torch.device:
+    """The device a kernel test module runs on. Call it at module level, after
+    pytest.importorskip("triton"): without CUDA the kernels run in Triton's interpreter (patched
+    for numpy >= 2.4); with neither, the whole module is skipped."""
+    from ruvonvllm.attention.kernels.common import interpreting
+    if not torch.cuda.is_available() and not interpreting():
+        pytest.skip("no CUDA device and TRITON_INTERPRET is off", allow_module_level=True)
+    if interpreting():
+        patch_interpreter_for_numpy_2_4()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture(autouse=True)
+def interpreter_chosen_before_triton_import(request):
+    """Autouse in every test module that imports it: when this process imported triton before
+    TRITON_INTERPRET was set, skip each case; test_whole_file_in_a_fresh_process runs them."""
+    if NEEDS_FRESH_PROCESS and request.node.name != "test_whole_file_in_a_fresh_process":
+        pytest.skip(FRESH_PROCESS_REASON)
