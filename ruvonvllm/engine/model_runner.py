@@ -169,9 +169,9 @@ class ModelRunner:
             sources = [rows[seq.seq_id] for _, seq in pending]
         except KeyError as missing:
             raise RuntimeError(f"sequence {missing} has a pending token the step in flight does not sample") from None
-        destination = torch.tensor([index for index, _ in pending], dtype=torch.int64).to(self.device,
-                                                                                         non_blocking=True)
-        source = torch.tensor(sources, dtype=torch.int64).to(self.device, non_blocking=True)
+        # Destinations and sources travel in one small copy.
+        destination, source = torch.tensor([[index for index, _ in pending], sources],
+                                           dtype=torch.int64).to(self.device, non_blocking=True)
         sampled = previous.sampled.token_ids
 
         def fill(input_ids: torch.Tensor) -> None:
