@@ -18,7 +18,7 @@ from ruvonvllm.attention.kernels.common import interpreting  # noqa: E402
 from ruvonvllm.layers.rotary import RotaryEmbedding  # noqa: E402
 from ruvonvllm.ops import use_triton_kernels  # noqa: E402
 from ruvonvllm.ops.rms_norm import rms_norm_reference, rms_norm_triton  # noqa: E402
-from ruvonvllm.ops.rotary import QKNorm, rotate_qk_reference_, rotate_qk_triton_  # noqa: E402
+from ruvonvllm.ops.rotary import KVCacheWrite, QKNorm, rotate_qk_reference_, rotate_qk_triton_  # noqa: E402
 from ruvonvllm.ops.silu_and_mul import silu_and_mul_reference, silu_and_mul_triton  # noqa: E402
 
 DEVICE = kernel_test_device()
@@ -115,6 +115,43 @@ def test_rotary_kernel_matches_reference(dtype, num_q_heads, num_kv_heads, head_
     v_start = (num_q_heads + num_kv_heads) * head_dim
     torch.testing.assert_close(actual[:, v_start:], expected[:, v_start:], atol=0, rtol=0)  # v untouched
     torch.testing.assert_close(actual, expected, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_q_heads,num_kv_heads,head_dim,block_size", [(4, 2, 64, 16), (8, 1, 128, 5),
+                                                                         (6, 2, 48, 3)])
+@pytest.mark.parametrize("with_qk_norm", [False, True])
+def test_rotary_kernel_stores_k_and_v_like_the_reference(dtype, num_q_heads, num_kv_heads, head_dim, block_size,
+                                                         with_qk_norm):
+    """With a KVCacheWrite the kernel also fills the cache: rotated (and normed) k, raw v, at each
+    token's slot; a padding token (slot -1) stores nothing; every other slot keeps its contents."""
+    positions = [0, 1, 17, 300, 5, 2]
+    slots = [1, 0, 2 * block_size + 1, -1, 4 * block_size - 1, block_size]  # any block and offset, distinct
+    angles = make_angles(head_dim, positions)
+    qk_norm = make_qk_norm(head_dim, dtype) if with_qk_norm else None
+    expected = make_qkv(len(positions), num_q_heads, num_kv_heads, head_dim, dtype, seed=6)
+    actual = expected.clone()
+    cache_shape = (4, block_size, num_kv_heads, head_dim)
+    caches = {name: randn(*cache_shape, dtype=dtype, seed=seed) for name, seed in (("k", 17), ("v", 18))}
+    expected_write = KVCacheWrite(caches["k"].clone(), caches["v"].clone(), torch.tensor(slots, device=DEVICE))
+    actual_write = KVCacheWrite(caches["k"].clone(), caches["v"].clone(), torch.tensor(slots, device=DEVICE))
+    rotate_qk_reference_(expected, angles, num_q_heads, num_kv_heads, head_dim, qk_norm, expected_write)
+    rotate_qk_triton_(actual, angles, num_q_heads, num_kv_heads, head_dim, qk_norm, actual_write)
+
+    torch.testing.assert_close(actual, expected, **TOLERANCE[dtype])
+    torch.testing.assert_close(actual_write.v_cache, expected_write.v_cache, atol=0, rtol=0)  # v: a copy
+    torch.testing.assert_close(actual_write.k_cache, expected_write.k_cache, **TOLERANCE[dtype])
+    # The reference wrote the tokens' rows; the kernel must have written the same rows and no others.
+    k_start = num_q_heads * head_dim
+    new_k = actual[:, k_start:k_start + num_kv_heads * head_dim].view(len(positions), num_kv_heads, head_dim)
+    flat_k = actual_write.k_cache.view(-1, num_kv_heads, head_dim)
+    for token, slot in enumerate(slots):
+        if slot >= 0:
+            torch.testing.assert_close(flat_k[slot], new_k[token], atol=0, rtol=0)
+    untouched = torch.ones(flat_k.shape[0], dtype=torch.bool)
+    untouched[[slot for slot in slots if slot >= 0]] = False
+    torch.testing.assert_close(flat_k[untouched.to(DEVICE)], caches["k"].view(-1, num_kv_heads, head_dim)[
+        untouched.to(DEVICE)], atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

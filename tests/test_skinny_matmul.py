@@ -54,6 +54,33 @@ def test_kernel_matches_linear(dtype, rows, out_features, in_features, config, w
     torch.testing.assert_close(actual, expected(x, weight, bias), **TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("rows,out_features,in_features", [(1, 40, 96), (3, 100, 200), (4, 33, 150)])
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[2]], ids=["fma-8x32", "fma-4x128"])
+def test_silu_and_mul_input_matches_the_two_ops(dtype, rows, out_features, in_features, config):
+    """With silu_and_mul the kernel reads x = [gate | up] and multiplies silu(gate) * up, rounded
+    as the separate op rounds it: the same as silu_and_mul followed by the product."""
+    if interpreting() and dtype == torch.bfloat16:
+        pytest.skip("Triton 3.6's interpreter casts float32 to bfloat16 by truncation, which biases every "
+                    "rounded silu(gate) * up downwards and the sum with them; this case runs compiled on CUDA")
+    from ruvonvllm.ops.silu_and_mul import silu_and_mul_reference
+    gate_up = randn(rows, 2 * in_features, dtype=dtype, seed=11, scale=3.0)
+    weight = randn(out_features, in_features, dtype=dtype, seed=12, scale=0.1)
+    actual = sm.skinny_matmul(gate_up, weight, config=config, silu_and_mul=True)
+    torch.testing.assert_close(actual, expected(silu_and_mul_reference(gate_up), weight, None), **TOLERANCE[dtype])
+    with pytest.raises(ValueError, match="features"):
+        sm.skinny_matmul(gate_up[:, :in_features], weight, silu_and_mul=True)
+
+
+def test_silu_and_mul_linear_falls_back_to_two_ops():
+    """Where the kernel does not apply (here: float32, or the CPU), the same result from the two ops."""
+    from ruvonvllm.ops.silu_and_mul import silu_and_mul_reference
+    gate_up = randn(3, 64, dtype=torch.float32, seed=13)
+    weight = randn(24, 32, dtype=torch.float32, seed=14)
+    torch.testing.assert_close(sm.silu_and_mul_linear(gate_up, weight),
+                               F.linear(silu_and_mul_reference(gate_up), weight), atol=1e-6, rtol=1e-6)
+
+
 def test_leading_dimensions_and_strided_rows_are_kept():
     """[B, 1, K] inputs come back as [B, 1, N]; a row view with a stride (a slice of a wider
     buffer) reads the right values."""

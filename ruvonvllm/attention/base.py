@@ -47,12 +47,14 @@ class AttentionBackend:
 
     name = "base"
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    def forward(self, query: torch.Tensor, key: torch.Tensor | None, value: torch.Tensor | None,
                 k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                 scale: float) -> torch.Tensor:
         """query [num_tokens, num_heads, head_dim]; key/value [num_tokens, num_kv_heads, head_dim].
 
         Writes key/value into the caches at meta.slot_mapping, then returns the
         attention output [num_tokens, num_heads, head_dim] in query's dtype.
+        key and value None mean the caller has already written them there (the
+        Llama layers do, in their rotary kernel: ops/rotary.py).
         """
         raise NotImplementedError

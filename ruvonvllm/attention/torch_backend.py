@@ -22,6 +22,9 @@ def write_kv_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor
                    v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
     """Store each new token's K/V at its slot. Slots < 0 mean "don't store" (padding)."""
     num_blocks, block_size, num_kv_heads, head_dim = k_cache.shape
+    if slot_mapping.numel() and bool((slot_mapping < 0).any()):  # padding tokens: index_copy_ can't skip
+        keep = slot_mapping >= 0
+        key, value, slot_mapping = key[keep], value[keep], slot_mapping[keep]
     flat_k = k_cache.view(num_blocks * block_size, num_kv_heads, head_dim)
     flat_v = v_cache.view(num_blocks * block_size, num_kv_heads, head_dim)
     flat_k.index_copy_(0, slot_mapping, key.to(k_cache.dtype))
@@ -91,10 +94,11 @@ class TorchAttentionBackend(AttentionBackend):
             self._layout_meta, self._layout = meta, padded_layout(meta, device, block_size)
         return self._layout
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    def forward(self, query: torch.Tensor, key: torch.Tensor | None, value: torch.Tensor | None,
                 k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                 scale: float) -> torch.Tensor:
-        write_kv_cache(key, value, k_cache, v_cache, meta.slot_mapping)
+        if key is not None:
+            write_kv_cache(key, value, k_cache, v_cache, meta.slot_mapping)
         layout = self._layout_for(meta, query.device, k_cache.shape[1])
 
         num_tokens, num_heads, head_dim = query.shape

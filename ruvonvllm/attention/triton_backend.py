@@ -1,7 +1,7 @@
 """The Triton attention backend: the three kernels of attention/kernels/ behind the interface.
 
 forward() is host-side glue only: validate shapes, store the new K/V (kernel
-a), then run decode attention (kernel b) when every sequence has exactly one
+a; skipped when the model's rotary kernel has stored them), then run decode attention (kernel b) when every sequence has exactly one
 new token, or the ragged prefill kernel (c) otherwise. Grid sizes come from the
 metadata's host-side fields (max_query_len, max_seq_len), so a forward never
 waits on the device.
@@ -39,11 +39,12 @@ class TritonAttentionBackend(AttentionBackend):
         self._partial_lse: torch.Tensor | None = None
         self._num_sms: dict[torch.device, int] = {}
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    def forward(self, query: torch.Tensor, key: torch.Tensor | None, value: torch.Tensor | None,
                 k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                 scale: float) -> torch.Tensor:
         self._check_inputs(query, key, value, k_cache, v_cache)
-        store_kv_cache(key, value, k_cache, v_cache, meta.slot_mapping)
+        if key is not None:
+            store_kv_cache(key, value, k_cache, v_cache, meta.slot_mapping)
 
         out = torch.empty(query.shape, dtype=query.dtype, device=query.device)  # contiguous
         num_tokens = query.shape[0]
@@ -96,7 +97,7 @@ class TritonAttentionBackend(AttentionBackend):
         return self._num_sms[device]
 
     @staticmethod
-    def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    def _check_inputs(query: torch.Tensor, key: torch.Tensor | None, value: torch.Tensor | None,
                       k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
         num_heads, head_dim = query.shape[1], query.shape[2]
         num_kv_heads = k_cache.shape[2]
@@ -105,14 +106,14 @@ class TritonAttentionBackend(AttentionBackend):
                              f"(powers of two, for tl.arange), got {head_dim}")
         if num_heads % num_kv_heads != 0:
             raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
-        if key.shape[1:] != (num_kv_heads, head_dim) or value.shape != key.shape:
+        if key is not None and (key.shape[1:] != (num_kv_heads, head_dim) or value.shape != key.shape):
             raise ValueError(f"key/value {tuple(key.shape)} do not match the cache's "
                              f"{num_kv_heads} kv heads x {head_dim}")
         if k_cache.shape != v_cache.shape or k_cache.stride() != v_cache.stride():
             raise ValueError("k_cache and v_cache must have the same shape and layout")
         if k_cache.shape[3] != head_dim:
             raise ValueError(f"cache head_dim {k_cache.shape[3]} != query head_dim {head_dim}")
-        if any(t.stride(-1) != 1 for t in (query, key, value, k_cache)):
+        if any(t is not None and t.stride(-1) != 1 for t in (query, key, value, k_cache)):
             raise ValueError("Triton attention needs a contiguous last (head_dim) axis")
         if query.device.type != "cuda" and not interpreting():
             raise ValueError(f"Triton attention runs on CUDA tensors (or under TRITON_INTERPRET=1), "

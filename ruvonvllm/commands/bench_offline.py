@@ -70,9 +70,10 @@ def latency(
                        enforce_eager=enforce_eager, max_num_seqs=max(batch_size, 1), enable_kv_cache=kv_cache,
                        async_scheduling=async_scheduling, quantization=quantization)
             prompts = _prompts(llm.get_tokenizer(), chat, batch_size, input_len, llm.engine.loaded.config.vocab_size)
-            seconds = run_ruvon_latency(llm, prompts, output_len, temperature=temperature, top_p=top_p)
+            seconds, split = run_ruvon_latency(llm, prompts, output_len, temperature=temperature, top_p=top_p)
             loaded = llm.engine.loaded
-            results.append(make_result("ruvon", prompts, output_len, seconds, loaded.weight_bytes, loaded.device))
+            results.append(make_result("ruvon", prompts, output_len, seconds, loaded.weight_bytes, loaded.device,
+                                       split))
         else:
             from ruvonvllm.bench.hf_peer import hf_generate
             hf, hf_device = _hf_model(model, load_format, dtype, device)
@@ -84,11 +85,14 @@ def latency(
             results.append(make_result("hf", prompts, output_len, seconds, weight_bytes, hf_device))
             del hf
     table = Table(title=f"latency: batch {batch_size}, {output_len} tokens")
-    for column in ("engine", "ms/step", "tok/s", "roofline ms/step", "of roofline"):
+    for column in ("engine", "ms/step", "tok/s", "roofline ms/step", "of roofline", "first step ms",
+                   "decode ms/step"):
         table.add_column(column, justify="right")
     for r in results:
         table.add_row(r.engine, f"{r.ms_per_step:.2f}", f"{r.tokens_per_second:.1f}",
-                      f"{r.roofline_ms_per_step:.3f}", f"{r.roofline_fraction:.1%}")
+                      f"{r.roofline_ms_per_step:.3f}", f"{r.roofline_fraction:.1%}",
+                      "" if r.first_step_ms is None else f"{r.first_step_ms:.2f}",
+                      "" if r.decode_ms_per_step is None else f"{r.decode_ms_per_step:.3f}")
     _print_and_save(table, [r.to_dict() for r in results], json_path)
 
 

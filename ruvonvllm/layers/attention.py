@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ruvonvllm.attention.base import AttentionBackend, AttentionMetadata
+from ruvonvllm.ops.rotary import KVCacheWrite
 
 
 class PagedAttention(nn.Module):
@@ -27,18 +28,29 @@ class PagedAttention(nn.Module):
         self.k_cache: torch.Tensor | None = None
         self.v_cache: torch.Tensor | None = None
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    def forward(self, q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor | None,
                 meta: AttentionMetadata) -> torch.Tensor:
-        """q [T, num_heads * head_dim], k/v [T, num_kv_heads * head_dim] -> [T, num_heads * head_dim]."""
-        if self.backend is None or self.k_cache is None:
-            raise RuntimeError("PagedAttention has no KV cache bound; call bind_kv_caches first")
+        """q [T, num_heads * head_dim], k/v [T, num_kv_heads * head_dim] -> [T, num_heads * head_dim].
+
+        k and v None: the caller has written them into the cache already (`kv_cache_write`).
+        """
+        self._check_bound()
         num_tokens = q.shape[0]
         out = self.backend.forward(
             q.view(num_tokens, self.num_heads, self.head_dim),
-            k.view(num_tokens, self.num_kv_heads, self.head_dim),
-            v.view(num_tokens, self.num_kv_heads, self.head_dim),
+            None if k is None else k.view(num_tokens, self.num_kv_heads, self.head_dim),
+            None if v is None else v.view(num_tokens, self.num_kv_heads, self.head_dim),
             self.k_cache, self.v_cache, meta, self.scale)
         return out.reshape(num_tokens, self.num_heads * self.head_dim)
+
+    def kv_cache_write(self, meta: AttentionMetadata) -> KVCacheWrite:
+        """This layer's cache and the step's slots, for a kernel that stores K/V on its way (ops/rotary.py)."""
+        self._check_bound()
+        return KVCacheWrite(self.k_cache, self.v_cache, meta.slot_mapping)
+
+    def _check_bound(self) -> None:
+        if self.backend is None or self.k_cache is None:
+            raise RuntimeError("PagedAttention has no KV cache bound; call bind_kv_caches first")
 
 
 def paged_attention_layers(model: nn.Module) -> list[PagedAttention]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ruvonvllm.ops.skinny_matmul import linear
+from ruvonvllm.ops.skinny_matmul import linear, silu_and_mul_linear
 
 
 def copy_weight(param: torch.Tensor, loaded: torch.Tensor, name: str) -> None:
@@ -33,6 +33,11 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
+
+    def forward_silu_and_mul(self, x: torch.Tensor) -> torch.Tensor:
+        """forward(silu(gate) * up) for x [..., 2 * in_features] holding gate then up: the SwiGLU
+        MLP's down projection, with the activation inside its kernel where that applies."""
+        return silu_and_mul_linear(x, self.weight, self.bias)
 
 
 class MergedLinear(Linear):

@@ -66,11 +66,12 @@ class LlamaAttention(nn.Module):
 
     def forward(self, hidden: torch.Tensor, angles: RotaryAngles, attn_meta: AttentionMetadata) -> torch.Tensor:
         qkv = self.qkv_proj(hidden)  # [T, q_size + 2 * kv_size]
-        # Qwen3's per-head q/k norm and the rotation of q and k, in place, in one op.
+        # Qwen3's per-head q/k norm, the rotation of q and k (in place) and the write of k and v
+        # into the paged cache, in one op; attention then only reads the cache.
         qk_norm = QKNorm(self.q_norm.weight, self.k_norm.weight, self.q_norm.eps) if self.qk_norm else None
-        rotate_qk_(qkv, angles, self.num_heads, self.num_kv_heads, self.head_dim, qk_norm)
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        return self.o_proj(self.attn(q, k, v, attn_meta))
+        rotate_qk_(qkv, angles, self.num_heads, self.num_kv_heads, self.head_dim, qk_norm,
+                   kv_write=self.attn.kv_cache_write(attn_meta))
+        return self.o_proj(self.attn(qkv[:, :self.q_size], None, None, attn_meta))
 
 
 class LlamaMLP(nn.Module):
@@ -82,7 +83,12 @@ class LlamaMLP(nn.Module):
         self.down_proj = Linear(size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_and_mul(self.gate_up_proj(x)))
+        gate_up = self.gate_up_proj(x)
+        if self.act_and_mul.activation_name in ("silu", "swish") and isinstance(self.down_proj, Linear):
+            # One op for silu(gate) * up and the down projection (one kernel at small batch on a GPU).
+            # Transforms that replace the layer (int8, the CPU's packed layers) take the plain path.
+            return self.down_proj.forward_silu_and_mul(gate_up)
+        return self.down_proj(self.act_and_mul(gate_up))
 
 
 class LlamaDecoderLayer(nn.Module):

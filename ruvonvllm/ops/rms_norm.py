@@ -47,6 +47,7 @@ def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float,
     import triton
 
     from ruvonvllm.ops.kernels import rms_norm_kernel
+    from ruvonvllm.ops.pdl import pdl_launch_args
 
     hidden_size = x.shape[-1]
     rows = x.reshape(-1, hidden_size)
@@ -66,7 +67,7 @@ def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float,
             rows.stride(0), residual_rows.stride(0), out.stride(0),
             hidden_size, eps,
             HAS_RESIDUAL=residual is not None,
-            BLOCK=triton.next_power_of_2(hidden_size),
+            BLOCK=triton.next_power_of_2(hidden_size), **pdl_launch_args(x.device),
         )
     out = out.view(x.shape)
     return out if residual is None else (out, residual)

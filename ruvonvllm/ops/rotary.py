@@ -5,6 +5,11 @@ adjacent, so one pass rotates both: `num_q_heads + num_kv_heads` heads of
 `head_dim` values, each rotated by its token's angles. Pairs are (i, i + head_dim/2),
 HF's "rotate_half" layout. Qwen3 first RMS-normalizes every q and k head with
 its own weight (q_norm, k_norm); the kernel does that in the same pass.
+
+Given a `KVCacheWrite`, the same pass also stores the rotated k and the v heads
+into the layer's paged cache, which is the attention backend's first job
+otherwise (attention/kernels/kv_write.py): one kernel launch per layer fewer,
+and k is written from registers instead of being read back.
 """
 
 from __future__ import annotations
@@ -46,17 +51,28 @@ class QKNorm:
     eps: float
 
 
+@dataclass(frozen=True)
+class KVCacheWrite:
+    """Where a layer's new k and v rows go: its paged cache, at each token's slot (< 0: padding)."""
+
+    k_cache: torch.Tensor       # [num_blocks, block_size, num_kv_heads, head_dim]
+    v_cache: torch.Tensor
+    slot_mapping: torch.Tensor  # [T] int64
+
+
 def rotate_qk_(qkv: torch.Tensor, angles: RotaryAngles, num_q_heads: int, num_kv_heads: int,
-               head_dim: int, qk_norm: QKNorm | None = None) -> None:
-    """Rotate (after normalizing, with qk_norm) the q and k heads of qkv [T, >= (Hq + Hkv) * D] in place."""
+               head_dim: int, qk_norm: QKNorm | None = None, kv_write: KVCacheWrite | None = None) -> None:
+    """Rotate (after normalizing, with qk_norm) the q and k heads of qkv [T, (Hq + 2 Hkv) * D] in place;
+    with kv_write, also store k and v (the heads after k) in the cache."""
     if use_triton_kernels(qkv):
-        rotate_qk_triton_(qkv, angles, num_q_heads, num_kv_heads, head_dim, qk_norm)
+        rotate_qk_triton_(qkv, angles, num_q_heads, num_kv_heads, head_dim, qk_norm, kv_write)
     else:
-        rotate_qk_reference_(qkv, angles, num_q_heads, num_kv_heads, head_dim, qk_norm)
+        rotate_qk_reference_(qkv, angles, num_q_heads, num_kv_heads, head_dim, qk_norm, kv_write)
 
 
 def rotate_qk_reference_(qkv: torch.Tensor, angles: RotaryAngles, num_q_heads: int, num_kv_heads: int,
-                         head_dim: int, qk_norm: QKNorm | None = None) -> None:
+                         head_dim: int, qk_norm: QKNorm | None = None,
+                         kv_write: KVCacheWrite | None = None) -> None:
     num_tokens = qkv.shape[0]
     q_size, k_size = num_q_heads * head_dim, num_kv_heads * head_dim
     q = qkv[:, :q_size].view(num_tokens, num_q_heads, head_dim)
@@ -70,6 +86,10 @@ def rotate_qk_reference_(qkv: torch.Tensor, angles: RotaryAngles, num_q_heads: i
     swapped = torch.cat((x2, x1), dim=-1)
     # Each product rounds in x's dtype before the sum, exactly like HF's q * cos + rotate_half(q) * sin.
     heads.copy_(heads * angles.cos_full.to(qkv.dtype) + swapped * angles.sin_signed.to(qkv.dtype))
+    if kv_write is not None:
+        from ruvonvllm.attention.torch_backend import write_kv_cache
+        v = qkv[:, q_size + k_size:q_size + 2 * k_size].view(num_tokens, num_kv_heads, head_dim)
+        write_kv_cache(k, v, kv_write.k_cache, kv_write.v_cache, kv_write.slot_mapping)
 
 
 def _head_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -81,10 +101,12 @@ def _head_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
 
 
 def rotate_qk_triton_(qkv: torch.Tensor, angles: RotaryAngles, num_q_heads: int, num_kv_heads: int,
-                      head_dim: int, qk_norm: QKNorm | None = None) -> None:
+                      head_dim: int, qk_norm: QKNorm | None = None,
+                      kv_write: KVCacheWrite | None = None) -> None:
     import triton
 
     from ruvonvllm.ops.kernels import rotary_qk_kernel
+    from ruvonvllm.ops.pdl import pdl_launch_args
 
     if qkv.stride(-1) != 1 or angles.cos_sin.stride(-1) != 1:
         raise ValueError("rotate_qk_: qkv and the angle table need contiguous rows")
@@ -92,10 +114,25 @@ def rotate_qk_triton_(qkv: torch.Tensor, angles: RotaryAngles, num_q_heads: int,
     if num_tokens == 0:
         return
     half = head_dim // 2
-    rotary_qk_kernel[(num_tokens, num_q_heads + num_kv_heads)](
+    num_heads = num_q_heads + num_kv_heads
+    cache_strides = (0, 0, 0)
+    block_size = 1
+    if kv_write is not None:
+        k_cache = kv_write.k_cache
+        if k_cache.stride() != kv_write.v_cache.stride() or k_cache.stride(-1) != 1:
+            raise ValueError("rotate_qk_: k_cache and v_cache need one layout with contiguous head rows")
+        if qkv.shape[1] < (num_q_heads + 2 * num_kv_heads) * head_dim:
+            raise ValueError("rotate_qk_: storing K/V needs the v heads in qkv, after the k heads")
+        num_heads += num_kv_heads  # v heads get programs too: they only copy into the cache
+        cache_strides = k_cache.stride()[:3]
+        block_size = k_cache.shape[1]
+    rotary_qk_kernel[(num_tokens, num_heads)](
         qkv, angles.cos_sin,
         qk_norm.q_weight if qk_norm else qkv, qk_norm.k_weight if qk_norm else qkv,
-        qkv.stride(0), angles.cos_sin.stride(0),
-        num_q_heads, qk_norm.eps if qk_norm else 0.0,
+        kv_write.slot_mapping if kv_write else qkv,
+        kv_write.k_cache if kv_write else qkv, kv_write.v_cache if kv_write else qkv,
+        qkv.stride(0), angles.cos_sin.stride(0), *cache_strides,
+        num_q_heads, num_kv_heads, block_size, qk_norm.eps if qk_norm else 0.0,
         HALF_DIM=half, BLOCK=triton.next_power_of_2(half), QK_NORM=qk_norm is not None,
+        STORE_KV=kv_write is not None, **pdl_launch_args(qkv.device),
     )

@@ -26,6 +26,7 @@ def silu_and_mul_triton(x: torch.Tensor) -> torch.Tensor:
     import triton
 
     from ruvonvllm.ops.kernels import silu_and_mul_kernel
+    from ruvonvllm.ops.pdl import pdl_launch_args
 
     intermediate = x.shape[-1] // 2
     rows = x.reshape(-1, 2 * intermediate)
@@ -35,5 +36,6 @@ def silu_and_mul_triton(x: torch.Tensor) -> torch.Tensor:
     if rows.shape[0] > 0:
         block = min(_BLOCK, triton.next_power_of_2(intermediate))
         silu_and_mul_kernel[(rows.shape[0], triton.cdiv(intermediate, block))](
-            rows, out, rows.stride(0), out.stride(0), intermediate, BLOCK=block)
+            rows, out, rows.stride(0), out.stride(0), intermediate, BLOCK=block,
+            **pdl_launch_args(x.device))
     return out.view(*x.shape[:-1], intermediate)

@@ -14,12 +14,15 @@ float32, the CPU) stays with F.linear. layers/linear.py's `Linear` calls it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ruvonvllm.config import env_flag
 from ruvonvllm.ops import use_triton_kernels
+from ruvonvllm.ops.silu_and_mul import silu_and_mul
 
 # Where the kernel beats cuBLAS (benchmarks/gpu/gemv_sweep.py, H200, inside a CUDA graph): up to
 # 4 rows, for matrices at most as tall as they are wide (attention's output projection, the MLP's
@@ -49,13 +52,19 @@ def default_config(rows: int, out_features: int, in_features: int) -> LaunchConf
                         num_stages=2)
 
 
-def skinny_matmul_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def skinny_matmul_applies(x: torch.Tensor, weight: torch.Tensor, silu_and_mul: bool = False) -> bool:
     out_features, in_features = weight.shape
-    rows = x.numel() // in_features if in_features else 0
-    return (0 < rows <= MAX_ROWS and out_features <= in_features
+    x_features = 2 * in_features if silu_and_mul else in_features
+    rows = x.numel() // x_features if in_features else 0
+    return (0 < rows <= MAX_ROWS and (out_features <= in_features or _wide_matrices_enabled())
             and out_features * in_features <= MAX_WEIGHT_ELEMENTS
             and weight.dtype in (torch.bfloat16, torch.float16) and x.dtype == weight.dtype
             and use_triton_kernels(x))
+
+
+@functools.cache
+def _wide_matrices_enabled() -> bool:
+    return env_flag("RUVON_SKINNY_WIDE")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -65,14 +74,30 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return F.linear(x, weight, bias)
 
 
+def silu_and_mul_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(silu(gate) * up, weight, bias) for x [..., 2 * in_features] holding gate then up.
+
+    Where the skinny kernel applies, it forms silu(gate) * up while loading its input:
+    the SwiGLU MLP's activation costs no kernel of its own.
+    """
+    if skinny_matmul_applies(x, weight, silu_and_mul=True):
+        return skinny_matmul(x, weight, bias, silu_and_mul=True)
+    return F.linear(silu_and_mul(x), weight, bias)
+
+
 def skinny_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                  config: LaunchConfig | None = None) -> torch.Tensor:
+                  config: LaunchConfig | None = None, silu_and_mul: bool = False) -> torch.Tensor:
+    """x [..., in] @ weight[out, in]^T (+ bias); with silu_and_mul, x is [..., 2 * in], gate then up."""
     import triton
 
     from ruvonvllm.ops.kernels import skinny_matmul_kernel
+    from ruvonvllm.ops.pdl import pdl_launch_args
 
     out_features, in_features = weight.shape
-    rows = x.reshape(-1, in_features)
+    x_features = 2 * in_features if silu_and_mul else in_features
+    if x.shape[-1] != x_features:
+        raise ValueError(f"skinny_matmul: x has {x.shape[-1]} features, the weight needs {x_features}")
+    rows = x.reshape(-1, x_features)
     if rows.stride(-1) != 1:
         rows = rows.contiguous()
     if weight.stride(-1) != 1:
@@ -85,7 +110,7 @@ def skinny_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         rows, weight, bias if bias is not None else weight, out,
         m, out_features, in_features,
         rows.stride(0), weight.stride(0), out.stride(0),
-        HAS_BIAS=bias is not None, USE_DOT=config.use_dot,
+        HAS_BIAS=bias is not None, SILU_AND_MUL=silu_and_mul, USE_DOT=config.use_dot,
         BLOCK_M=block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-        num_warps=config.num_warps, num_stages=config.num_stages)
+        num_warps=config.num_warps, num_stages=config.num_stages, **pdl_launch_args(x.device))
     return out.view(*x.shape[:-1], out_features)

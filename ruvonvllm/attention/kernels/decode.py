@@ -40,8 +40,10 @@ import math
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from ruvonvllm.attention.kernels.common import dot_dtype, dot_precision, interpreting
+from ruvonvllm.ops.pdl import pdl_launch_args
 
 LOG2E = math.log2(math.e)
 # A partition shorter than this spends more time on bookkeeping than on reading K/V.
@@ -75,7 +77,11 @@ def _paged_decode_kernel(
     SPLIT_K: tl.constexpr,       # write partials for the merge kernel instead of the output
     DOT_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    USE_PDL: tl.constexpr,       # programmatic dependent launch (ops/pdl.py)
 ):
+    if USE_PDL:  # everything this kernel reads was written by an earlier kernel or copy
+        gdc_launch_dependents()
+        gdc_wait()
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -151,7 +157,11 @@ def _merge_partitions_kernel(
     num_splits,
     BLOCK_S: tl.constexpr,       # num_splits rounded up to a power of two
     HEAD_DIM: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     seq = tl.program_id(0)
     head = tl.program_id(1)
     splits = tl.arange(0, BLOCK_S)
@@ -231,11 +241,11 @@ def paged_decode_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: 
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_N=block_n, SPLIT_K=num_splits > 1,
         DOT_DTYPE=dot_dtype(query.dtype), DOT_PRECISION=dot_precision(query.dtype),
-        num_warps=num_warps, num_stages=num_stages,
+        num_warps=num_warps, num_stages=num_stages, **pdl_launch_args(query.device),
     )
     if num_splits > 1:
         _merge_partitions_kernel[(num_seqs, num_heads)](
             partial_out, partial_lse, out, out.stride(0), out.stride(1), num_splits,
             BLOCK_S=triton.next_power_of_2(num_splits), HEAD_DIM=head_dim,
-            num_warps=4,
+            num_warps=4, **pdl_launch_args(query.device),
         )

@@ -13,6 +13,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+from ruvonvllm.ops.pdl import pdl_launch_args
 
 
 @triton.jit
@@ -27,7 +30,11 @@ def _store_kv_kernel(
     NUM_KV_HEADS: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     BLOCK_H: tl.constexpr,         # NUM_KV_HEADS rounded up to a power of two (tl.arange needs one)
+    USE_PDL: tl.constexpr,         # programmatic dependent launch (ops/pdl.py)
 ):
+    if USE_PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     token = tl.program_id(0)
     slot = tl.load(slot_mapping_ptr + token)
     # A negative slot marks a padding token (for example in a CUDA-graph batch): store nothing.
@@ -63,4 +70,5 @@ def store_kv_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         k_cache.shape[1],
         NUM_KV_HEADS=num_kv_heads, HEAD_DIM=head_dim, BLOCK_H=triton.next_power_of_2(num_kv_heads),
+        **pdl_launch_args(key.device),
     )
