@@ -35,7 +35,7 @@ step() {  # step NAME TIMEOUT COMMAND...   (ONLY="name name ..." runs just those
   echo "    exit $? after $((SECONDS - START)) s" | tee -a "$OUT/log.txt"
 }
 
-step tests 200 python3 -m pytest -q tests/test_fused_ops.py tests/test_skinny_matmul.py tests/test_fused_sampler.py tests/test_async_scheduling.py tests/test_cuda_graphs.py tests/test_triton_attention.py \
+step tests 200 python3 -m pytest -q -x tests/test_fused_ops.py tests/test_skinny_matmul.py tests/test_fused_sampler.py tests/test_async_scheduling.py tests/test_cuda_graphs.py tests/test_triton_attention.py \
   tests/test_gpu.py -k "not smollm2"
 step gemv-sweep-qwen 240 python3 benchmarks/gpu/gemv_sweep.py --shapes "qwen3 qkv,qwen3 o,qwen3 gate_up,qwen3 down,qwen3 head" --json /tmp/res/gemv-sweep-qwen.json
 step gemv-sweep-llama 150 python3 benchmarks/gpu/gemv_sweep.py --rows 1,8 --shapes "llama qkv,llama o,llama gate_up,llama down" --json /tmp/res/gemv-sweep-llama.json
@@ -47,6 +47,11 @@ step nano-start-qwen 150 python3 benchmarks/gpu/profile_nano_start.py --model $Q
 step nano-start-llama 200 python3 benchmarks/gpu/profile_nano_start.py --model $L
 step tests-smollm2 120 python3 -m pytest -q tests/test_gpu.py -k smollm2
 step lat-qwen-b1 120 $R bench latency --model $Q $DUMMY --engine both --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1.json
+step lat-qwen-b1-nopdl 60 env RUVON_DISABLE_PDL=1 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1-nopdl.json
+step lat-qwen-b1-wide 60 env RUVON_SKINNY_WIDE=1 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1-wide.json
+step prof-qwen-b1-wide 60 env RUVON_SKINNY_WIDE=1 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 1
+step prof-qwen-b1-nopdl 60 env RUVON_DISABLE_PDL=1 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 1
+step lat-llama-b1-nopdl 60 env RUVON_DISABLE_PDL=1 $R bench latency --model $L $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-llama-b1-nopdl.json
 step lat-qwen-b1-unfused 60 env RUVON_DISABLE_FUSED_OPS=1 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1-unfused.json
 step lat-qwen-b1-eager 60 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --enforce-eager --json /tmp/res/lat-qwen-b1-eager.json
 step lat-qwen-b8 60 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 8 --output-len 256 --json /tmp/res/lat-qwen-b8.json
@@ -78,7 +83,9 @@ for name, rows in results.items():
     for r in rows:
         if "ms_per_step" in r:
             print(f"{name:20s} {r['engine']:5s} {r['ms_per_step']:8.3f} ms/step {r['tokens_per_second']:9.1f} tok/s "
-                  f"roofline {r['roofline_ms_per_step']:.3f} ms ({r['roofline_fraction']:.1%}) bw {r['bandwidth_gbs']:.0f} GB/s")
+                  f"roofline {r['roofline_ms_per_step']:.3f} ms ({r['roofline_fraction']:.1%}) bw {r['bandwidth_gbs']:.0f} GB/s"
+                  + (f" | first step {r['first_step_ms']:.2f} ms, decode {r['decode_ms_per_step']:.3f} ms/step"
+                     if r.get("decode_ms_per_step") else ""))
         else:
             print(f"{name:20s} {r['engine']:5s} {r['output_tokens']} tokens in {r['seconds']:.2f} s = "
                   f"{r['output_tokens_per_second']:.1f} tok/s")
