@@ -52,6 +52,9 @@ step lat-qwen-b1-wide 60 env RUVON_SKINNY_WIDE=1 $R bench latency --model $Q $DU
 step prof-qwen-b1-wide 60 env RUVON_SKINNY_WIDE=1 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 1
 step prof-qwen-b1-nopdl 60 env RUVON_DISABLE_PDL=1 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 1
 step lat-llama-b1-nopdl 60 env RUVON_DISABLE_PDL=1 $R bench latency --model $L $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-llama-b1-nopdl.json
+step lat-start-qwen 60 python3 benchmarks/gpu/profile_latency_start.py --model $Q
+step lat-start-qwen-miss 60 python3 benchmarks/gpu/profile_latency_start.py --model $Q --no-prefix-hit
+step tput-llama-nopdl 120 env RUVON_DISABLE_PDL=1 $R bench throughput --model $L $DUMMY --engine ruvon --json /tmp/res/tput-llama-nopdl.json
 step lat-qwen-b1-unfused 60 env RUVON_DISABLE_FUSED_OPS=1 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1-unfused.json
 step lat-qwen-b1-eager 60 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --enforce-eager --json /tmp/res/lat-qwen-b1-eager.json
 step lat-qwen-b8 60 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 8 --output-len 256 --json /tmp/res/lat-qwen-b8.json
