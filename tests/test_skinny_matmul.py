@@ -93,14 +93,16 @@ def test_leading_dimensions_and_strided_rows_are_kept():
 
 
 def test_linear_dispatch():
-    """Only few-row bf16/fp16 products with a matrix no taller than wide, on CUDA, take the kernel;
-    the rest is F.linear, exactly."""
+    """Only few-row bf16/fp16 products on CUDA take the kernel, with a matrix no taller than wide
+    unless programmatic dependent launch is on; the rest is F.linear, exactly."""
+    from ruvonvllm.ops.pdl import pdl_enabled
     weight = randn(16, 32, dtype=torch.bfloat16, seed=6)
     few, many = randn(2, 32, dtype=torch.bfloat16, seed=7), randn(sm.MAX_ROWS + 1, 32, dtype=torch.bfloat16, seed=8)
     assert sm.skinny_matmul_applies(few, weight) == torch.cuda.is_available()
     assert not sm.skinny_matmul_applies(many, weight)
     assert not sm.skinny_matmul_applies(few.float(), weight.float())
-    assert not sm.skinny_matmul_applies(randn(2, 16, dtype=torch.bfloat16, seed=9), weight.t().contiguous())
+    tall_applies = sm.skinny_matmul_applies(randn(2, 16, dtype=torch.bfloat16, seed=9), weight.t().contiguous())
+    assert tall_applies == (torch.cuda.is_available() and pdl_enabled(few.device))
     torch.testing.assert_close(sm.linear(many, weight), F.linear(many, weight), atol=0, rtol=0)
 
 

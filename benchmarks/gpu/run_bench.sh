@@ -48,8 +48,6 @@ step nano-start-llama 200 python3 benchmarks/gpu/profile_nano_start.py --model $
 step tests-smollm2 120 python3 -m pytest -q tests/test_gpu.py -k smollm2
 step lat-qwen-b1 120 $R bench latency --model $Q $DUMMY --engine both --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1.json
 step lat-qwen-b1-nopdl 60 env RUVON_DISABLE_PDL=1 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1-nopdl.json
-step lat-qwen-b1-wide 60 env RUVON_SKINNY_WIDE=1 $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-qwen-b1-wide.json
-step prof-qwen-b1-wide 60 env RUVON_SKINNY_WIDE=1 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 1
 step prof-qwen-b1-nopdl 60 env RUVON_DISABLE_PDL=1 python3 benchmarks/gpu/profile_step.py --model $Q --batch-size 1
 step lat-llama-b1-nopdl 60 env RUVON_DISABLE_PDL=1 $R bench latency --model $L $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/lat-llama-b1-nopdl.json
 step lat-start-qwen 60 python3 benchmarks/gpu/profile_latency_start.py --model $Q

@@ -14,21 +14,22 @@ float32, the CPU) stays with F.linear. layers/linear.py's `Linear` calls it.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ruvonvllm.config import env_flag
 from ruvonvllm.ops import use_triton_kernels
+from ruvonvllm.ops.pdl import pdl_enabled
 from ruvonvllm.ops.silu_and_mul import silu_and_mul
 
 # Where the kernel beats cuBLAS (benchmarks/gpu/gemv_sweep.py, H200, inside a CUDA graph): up to
-# 4 rows, for matrices at most as tall as they are wide (attention's output projection, the MLP's
-# down projection) and up to 2^24 elements. Qwen3-0.6B at 1 row: o_proj 12.7 -> 4.0 us, down_proj
-# 7.3 -> 5.1 us; Llama-3.1-8B's o_proj 13.3 -> 11.7 us. On wide matrices (qkv, gate_up) and the
-# output head cuBLAS is as fast or faster, and past 4 rows it wins everywhere.
+# 4 rows, for matrices up to 2^24 elements. Qwen3-0.6B at 1 row: o_proj 12.7 -> 4.0 us, down_proj
+# 7.3 -> 5.1 us; Llama-3.1-8B's o_proj 13.3 -> 11.7 us. On wide matrices (qkv, gate_up) cuBLAS is
+# as fast in isolation, so those take the kernel only with programmatic dependent launch
+# (ops/pdl.py), where it reads its first weight tile while the kernel before it still runs:
+# qwen3-0.6b batch-1 decode 0.948 -> 0.929 ms/step (H200, `ruvon bench latency`). The output
+# head and anything past 4 rows stay with cuBLAS.
 MAX_ROWS = 4
 MAX_WEIGHT_ELEMENTS = 1 << 24
 
@@ -56,15 +57,9 @@ def skinny_matmul_applies(x: torch.Tensor, weight: torch.Tensor, silu_and_mul: b
     out_features, in_features = weight.shape
     x_features = 2 * in_features if silu_and_mul else in_features
     rows = x.numel() // x_features if in_features else 0
-    return (0 < rows <= MAX_ROWS and (out_features <= in_features or _wide_matrices_enabled())
-            and out_features * in_features <= MAX_WEIGHT_ELEMENTS
+    return (0 < rows <= MAX_ROWS and out_features * in_features <= MAX_WEIGHT_ELEMENTS
             and weight.dtype in (torch.bfloat16, torch.float16) and x.dtype == weight.dtype
-            and use_triton_kernels(x))
-
-
-@functools.cache
-def _wide_matrices_enabled() -> bool:
-    return env_flag("RUVON_SKINNY_WIDE")
+            and use_triton_kernels(x) and (out_features <= in_features or pdl_enabled(x.device)))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
