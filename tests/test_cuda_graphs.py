@@ -1,4 +1,4 @@
-"""The step-input builder, the block-table mirror and decode CUDA graphs.
+"""The step-input builder, the block-table mirror and CUDA graphs (decode and small prefill steps).
 
 CPU tests check the vectorized input builder against a plain per-token Python
 reference on random ragged batches (padding rows included) and the block-table
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ruvonvllm.engine.block_tables import BlockTableMirror
-from ruvonvllm.engine.cuda_graphs import capture_batch_sizes
+from ruvonvllm.engine.cuda_graphs import GraphShape, StepGraphs, capture_batch_sizes, prefill_shapes
 from ruvonvllm.engine.model_inputs import (PADDING_SLOT, InputLayout, SequenceChunk, StepBatch, build_model_inputs,
                                            host_views, write_inputs)
 from ruvonvllm.engine.sequence import Sequence
@@ -102,7 +102,7 @@ def test_padding_rows_are_harmless(seed):
     layout = InputLayout(padded, padded, width, 0)
     buffer = np.full(layout.nbytes, 0x7F, dtype=np.uint8)  # poison: every field must be written
     views = host_views(buffer, layout)
-    write_inputs(views, batch, 4, num_padded_seqs=padded)
+    write_inputs(views, batch, 4, padded_shape=(padded, padded))
     ref = reference_inputs(chunks, 4)
     n = len(chunks)
     assert views["input_ids"].tolist() == ref["input_ids"] + [0] * (padded - n)
@@ -111,6 +111,51 @@ def test_padding_rows_are_harmless(seed):
     assert views["seq_lens"].tolist() == ref["seq_lens"] + [1] * (padded - n)
     assert views["query_start_loc"].tolist() == list(range(padded + 1))
     assert (views["block_tables"][n:, 0] == 0).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_prefill_padding_rows_are_skipped(seed):
+    """A ragged batch padded to a prefill graph's shape: real rows as the reference; padding
+    tokens store nothing; padding sequences own no tokens (query_start_loc stays at the real
+    token count) and have length 0, so attention skips them; unused logits rows read token 0."""
+    rng = random.Random(seed)
+    chunks = random_chunks(rng, rng.randrange(1, 5), 4, decode_only=False)
+    batch = StepBatch.from_chunks(chunks, 4)
+    if seed % 2:
+        batch.sample_rows = np.array([0])
+    padded_tokens, padded_seqs, width = 256, 6, 32
+    layout = InputLayout(padded_tokens, padded_seqs, width, num_logits=padded_seqs)
+    views = host_views(np.full(layout.nbytes, 0x7F, dtype=np.uint8), layout)  # poison
+    write_inputs(views, batch, 4, padded_shape=(padded_tokens, padded_seqs))
+    ref = reference_inputs(chunks, 4)
+    t, n = batch.num_tokens, len(chunks)
+    assert views["input_ids"].tolist() == ref["input_ids"] + [0] * (padded_tokens - t)
+    assert views["positions"].tolist() == ref["positions"] + [0] * (padded_tokens - t)
+    assert views["slot_mapping"].tolist() == ref["slot_mapping"] + [PADDING_SLOT] * (padded_tokens - t)
+    assert views["query_start_loc"].tolist() == ref["query_start_loc"] + [t] * (padded_seqs - n)
+    assert views["seq_lens"].tolist() == ref["seq_lens"] + [0] * (padded_seqs - n)
+    wanted = ref["last_token_indices"] if batch.sample_rows is None else ref["last_token_indices"][:1]
+    assert views["logits_indices"].tolist() == wanted + [0] * (padded_seqs - len(wanted))
+    if not batch.is_decode_only:
+        with pytest.raises(ValueError, match="decode"):
+            write_inputs(views, batch, 4, padded_shape=(padded_seqs, padded_seqs))
+
+
+def test_prefill_ladder_and_shape_choice():
+    assert prefill_shapes(256, 8192) == [GraphShape(t, 8) for t in (16, 32, 64, 128, 256, 512, 1024)]
+    assert prefill_shapes(7, 16) == [GraphShape(16, 7)]
+    assert prefill_shapes(1, 100) == [GraphShape(t, 1) for t in (16, 32, 64, 100)]
+    assert prefill_shapes(8, 8) == []  # as many tokens as sequences: that is a decode shape
+
+    graphs = StepGraphs(model=None, backend=None, block_size=4, max_model_len=64, batch_sizes=[1, 2, 4],
+                        prefill=prefill_shapes(4, 64), device=CPU)  # shapes only: nothing captured
+    decode = StepBatch.from_chunks([SequenceChunk([1], 5, [0, 1])] * 3, 4)
+    prefill = StepBatch.from_chunks([SequenceChunk([1] * 20, 0, [0] * 5), SequenceChunk([2], 7, [1, 2])], 4)
+    assert graphs.shape_for(decode) == GraphShape(4, 4)
+    assert graphs.shape_for(prefill) == GraphShape(32, 4)
+    too_long = StepBatch.from_chunks([SequenceChunk([1] * 65, 0, [0] * 17)], 4)
+    too_many = StepBatch.from_chunks([SequenceChunk([1, 2], 0, [0])] * 5, 4)
+    assert graphs.shape_for(too_long) is None and graphs.shape_for(too_many) is None
 
 
 def test_layout_offsets_are_aligned_and_disjoint():
@@ -219,6 +264,7 @@ def test_graphs_greedy_equal_eager_and_hf(arch, model_dir):
             assert graphs is None
         else:
             assert graphs.batch_sizes == [1, 2, 4, 7]
+            assert graphs.prefill_shapes == [GraphShape(16, 7)]  # the 16-token chunks replay it too
             assert graphs.num_replays > 0 and graphs.capture_seconds > 0
     assert results[False] == results[True] == expected
 

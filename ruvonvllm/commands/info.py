@@ -45,6 +45,8 @@ def print_info(engine: LLMEngine, console: Console) -> None:
     graphs = runner.cuda_graphs
     rows.append(("CUDA graphs", "off (CPU, the torch backend, or --enforce-eager)" if graphs is None else
                  f"{len(graphs.batch_sizes)} decode graphs (batch {graphs.batch_sizes[0]}..{graphs.batch_sizes[-1]}), "
+                 f"{len(graphs.prefill_shapes)} prefill graphs (up to "
+                 f"{graphs.prefill_shapes[-1].num_tokens if graphs.prefill_shapes else 0} tokens), "
                  f"captured in {graphs.capture_seconds:.1f} s, {graphs.memory_bytes / 2**20:.0f} MiB"))
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", value)

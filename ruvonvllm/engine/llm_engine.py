@@ -61,7 +61,8 @@ class LLMEngine:
         self.runner = ModelRunner(self.loaded, config.cache, config.attention_backend)
         self.max_model_len = self._max_model_len(config.model.max_model_len, arch.max_position_embeddings)
         if not config.enforce_eager:
-            self.runner.capture_decode_graphs(self.max_model_len, config.scheduler.max_num_seqs)
+            self.runner.capture_cuda_graphs(self.max_model_len, config.scheduler.max_num_seqs,
+                                            config.scheduler.max_num_batched_tokens)
         self.block_manager = BlockManager(self.runner.num_blocks, config.cache.block_size,
                                           config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.block_manager, self.max_model_len)

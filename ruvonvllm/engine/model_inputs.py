@@ -177,13 +177,15 @@ def device_inputs(buffer: torch.Tensor, layout: InputLayout, max_seq_len: int,
 
 
 def write_inputs(views: dict[str, np.ndarray], batch: StepBatch, block_size: int,
-                 num_padded_seqs: int | None = None) -> np.ndarray:
+                 padded_shape: tuple[int, int] | None = None) -> np.ndarray:
     """Fill the host views for `batch`; returns seq_lens [num_seqs] (int64).
 
-    With num_padded_seqs (decode batches only), rows num_seqs.. become padding:
-    one token at position 0 whose K/V is not stored (slot -1) and which attends
-    to a 1-token context in block 0, so its output is finite garbage that
-    nobody reads.
+    With padded_shape (num_tokens, num_seqs) of a CUDA graph (engine/cuda_graphs.py),
+    the rows past the batch become padding. A decode shape (as many tokens as
+    sequences) pads with sequences of one token at position 0 whose K/V is not
+    stored (slot -1) and which attends to a 1-token context in block 0: finite
+    garbage that nobody reads. A prefill shape pads with tokens that belong to no
+    sequence (slot -1) and sequences with no tokens, which attention skips.
     """
     num_tokens, num_seqs = batch.num_tokens, batch.num_seqs
     query_start_loc = views["query_start_loc"]
@@ -211,15 +213,23 @@ def write_inputs(views: dict[str, np.ndarray], batch: StepBatch, block_size: int
 
     last_tokens = query_start_loc[1:num_seqs + 1].astype(np.int64) - 1
     views["last_token_indices"][:num_seqs] = last_tokens
-    if views["logits_indices"].size:  # a decode graph's layout has none: it takes every row's logits
-        views["logits_indices"][:] = last_tokens if batch.sample_rows is None else last_tokens[batch.sample_rows]
+    logits_indices = views["logits_indices"]
+    if logits_indices.size:  # a decode graph's layout has none: it takes every row's logits
+        logits_indices[:batch.num_logits] = last_tokens if batch.sample_rows is None else last_tokens[batch.sample_rows]
+        logits_indices[batch.num_logits:] = 0  # a prefill graph's padding rows: any valid index
 
-    if num_padded_seqs is not None and num_padded_seqs > num_seqs:
-        _write_padding(views, num_seqs, num_padded_seqs)
+    if padded_shape is not None:
+        padded_tokens, padded_seqs = padded_shape
+        if padded_tokens == padded_seqs:
+            if not batch.is_decode_only:
+                raise ValueError("only a decode batch (one token per sequence) fits a decode shape")
+            _write_decode_padding(views, num_seqs, padded_seqs)
+        else:
+            _write_prefill_padding(views, num_tokens, num_seqs, padded_seqs)
     return seq_lens
 
 
-def _write_padding(views: dict[str, np.ndarray], num_seqs: int, num_padded_seqs: int) -> None:
+def _write_decode_padding(views: dict[str, np.ndarray], num_seqs: int, num_padded_seqs: int) -> None:
     pad = slice(num_seqs, num_padded_seqs)
     views["input_ids"][pad] = 0
     views["positions"][pad] = 0
@@ -227,6 +237,19 @@ def _write_padding(views: dict[str, np.ndarray], num_seqs: int, num_padded_seqs:
     views["seq_lens"][pad] = 1
     views["block_tables"][pad, 0] = 0
     views["query_start_loc"][num_seqs + 1:num_padded_seqs + 1] = np.arange(num_seqs + 1, num_padded_seqs + 1)
+
+
+def _write_prefill_padding(views: dict[str, np.ndarray], num_tokens: int, num_seqs: int,
+                           num_padded_seqs: int) -> None:
+    tokens = slice(num_tokens, None)
+    views["input_ids"][tokens] = 0
+    views["positions"][tokens] = 0
+    views["slot_mapping"][tokens] = PADDING_SLOT
+    seqs = slice(num_seqs, num_padded_seqs)
+    views["seq_lens"][seqs] = 0
+    views["block_tables"][seqs, 0] = 0
+    views["last_token_indices"][seqs] = 0
+    views["query_start_loc"][num_seqs + 1:num_padded_seqs + 1] = num_tokens  # empty: no tokens of their own
 
 
 class InputBuffer:

@@ -81,23 +81,24 @@ class ModelRunner:
         self.sampler = Sampler()
         self.block_tables = BlockTableMirror()
         self.inputs = InputBuffer(self.device)
-        self.cuda_graphs = None  # a DecodeGraphs once capture_decode_graphs ran
+        self.cuda_graphs = None  # a StepGraphs once capture_cuda_graphs ran
 
     @property
     def num_kv_tokens(self) -> int:
         return self.num_blocks * self.block_size
 
-    def capture_decode_graphs(self, max_model_len: int, max_num_seqs: int) -> None:
-        """Capture CUDA graphs for decode steps, when this runner can replay them.
+    def capture_cuda_graphs(self, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int) -> None:
+        """Capture CUDA graphs for decode and small prefill steps, when this runner can replay them.
 
         Needs CUDA and the Triton backend: the torch reference backend sizes its
         tensors from host-side lengths that change every step.
         """
         if self.device.type != "cuda" or self.backend.name != "triton":
             return
-        from ruvonvllm.engine.cuda_graphs import DecodeGraphs, capture_batch_sizes
-        graphs = DecodeGraphs(self.model, self.backend, self.block_size, max_model_len,
-                              capture_batch_sizes(max_num_seqs), self.device)
+        from ruvonvllm.engine.cuda_graphs import StepGraphs, capture_batch_sizes, prefill_shapes
+        graphs = StepGraphs(self.model, self.backend, self.block_size, max_model_len,
+                            capture_batch_sizes(max_num_seqs), prefill_shapes(max_num_seqs, max_num_batched_tokens),
+                            self.device)
         graphs.capture()
         self.cuda_graphs = graphs
 
@@ -124,9 +125,7 @@ class ModelRunner:
         step = LaunchedStep(sampling_seqs, sampling)
 
         if self._replays_graph(batch, scheduled):
-            logits = self.cuda_graphs.run(batch, fill_pending)
-            if batch.sample_rows is not None:
-                logits = logits[torch.from_numpy(batch.sample_rows).to(self.device)]
+            logits = self.cuda_graphs.run(batch, fill_pending)  # the sampling rows' logits
         else:
             table_width = -(-int((batch.starts + batch.query_lens).max()) // self.block_size)
             inputs = self.inputs.build(batch, self.block_size, table_width)
@@ -216,7 +215,8 @@ class ModelRunner:
         return batch, pending
 
     def _replays_graph(self, batch: StepBatch, scheduled: list[ScheduledSequence]) -> bool:
-        """Decode steps replay a graph; prompt logprobs need the hidden states, which it does not keep."""
+        """Steps a captured shape holds replay a graph; prompt logprobs need the hidden states, which
+        a graph does not keep."""
         if self.cuda_graphs is None or not self.cuda_graphs.can_run(batch):
             return False
         return not any(s.seq.sampling_params.prompt_logprobs is not None and s.start < s.seq.num_prompt_tokens
