@@ -14,8 +14,12 @@ ROUNDS=${ROUNDS:-2}
 for round in $(seq 1 "$ROUNDS"); do
   for side in old new; do
     root=$PWD; [ "$side" = old ] && root=$PWD/.old
-    args=()
-    for arg in "$@"; do args+=("${arg/.json/-$side-$round.json}"); done
+    args=() after_json=0
+    for arg in "$@"; do  # only the value of --json gets the suffix (a config.json must not)
+      if [ "$after_json" = 1 ]; then arg=${arg%.json}-$side-$round.json; fi
+      [ "$arg" = --json ] && after_json=1 || after_json=0
+      args+=("$arg")
+    done
     echo "=== $side round $round"
     # From the tree's own directory: `python3 -m` puts the working directory first on sys.path.
     (cd "$root" && PYTHONPATH=/tmp/site:$root "${args[@]}" 2>&1 | grep -v "Generating")
