@@ -35,7 +35,7 @@ class LatencyResult:
     weight_bytes: int
     bandwidth_gbs: float
     roofline_ms_per_step: float
-    first_step_ms: float | None = None       # ours: the prefill step, launch to tokens on the host
+    first_step_ms: float | None = None       # ours: the call's start to the first tokens (the prefill step)
     decode_ms_per_step: float | None = None  # ours: median interval between later steps' tokens
 
     @property
@@ -76,6 +76,8 @@ def run_ruvon_latency(llm, prompts: list[list[int]], output_len: int, warmup: bo
 
 
 def split_steps(trace, start: float) -> StepSplit | None:
+    """A StepTrace (engine/step_trace.py) of a run that began at `start`, as first step + steady steps;
+    None when it holds fewer than two finished steps."""
     finished = [record.finished_at for record in trace.records if record.finished_at is not None]
     if len(finished) < 2:
         return None

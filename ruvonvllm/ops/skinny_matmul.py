@@ -9,7 +9,9 @@ strip of output columns and has it stream that strip of the weight once.
 
 `linear` is F.linear, through the kernel for the shapes where it measured
 faster (`skinny_matmul_applies`); everything else (prefill, bigger batches,
-float32, the CPU) stays with F.linear. layers/linear.py's `Linear` calls it.
+float32, the CPU) stays with F.linear. `silu_and_mul_linear` is the SwiGLU
+MLP's down projection: the kernel forms silu(gate) * up as it loads its input.
+layers/linear.py's `Linear` calls both.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ruvonvllm.ops import use_triton_kernels
-from ruvonvllm.ops.pdl import pdl_enabled
+from ruvonvllm.ops.pdl import pdl_enabled, pdl_launch_args
 from ruvonvllm.ops.silu_and_mul import silu_and_mul
 
 # Where the kernel beats cuBLAS (benchmarks/gpu/gemv_sweep.py, H200, inside a CUDA graph): up to
@@ -86,7 +88,6 @@ def skinny_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     import triton
 
     from ruvonvllm.ops.kernels import skinny_matmul_kernel
-    from ruvonvllm.ops.pdl import pdl_launch_args
 
     out_features, in_features = weight.shape
     x_features = 2 * in_features if silu_and_mul else in_features
