@@ -104,14 +104,17 @@ def make_qk_norm(head_dim, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_q_heads,num_kv_heads,head_dim", [(4, 4, 32), (4, 2, 64), (8, 1, 128), (6, 2, 48)])
 @pytest.mark.parametrize("with_qk_norm", [False, True])
-def test_rotary_kernel_matches_reference(dtype, num_q_heads, num_kv_heads, head_dim, with_qk_norm):
+@pytest.mark.parametrize("heads_per_program", [1, 4])
+def test_rotary_kernel_matches_reference(dtype, num_q_heads, num_kv_heads, head_dim, with_qk_norm,
+                                         heads_per_program):
     positions = [0, 1, 17, 300, 5]  # ragged: any position in any row
     angles = make_angles(head_dim, positions)
     qk_norm = make_qk_norm(head_dim, dtype) if with_qk_norm else None
     expected = make_qkv(len(positions), num_q_heads, num_kv_heads, head_dim, dtype, seed=6)
     actual = expected.clone()
     rotate_qk_reference_(expected, angles, num_q_heads, num_kv_heads, head_dim, qk_norm)
-    rotate_qk_triton_(actual, angles, num_q_heads, num_kv_heads, head_dim, qk_norm)
+    rotate_qk_triton_(actual, angles, num_q_heads, num_kv_heads, head_dim, qk_norm,
+                      heads_per_program=heads_per_program)
     v_start = (num_q_heads + num_kv_heads) * head_dim
     torch.testing.assert_close(actual[:, v_start:], expected[:, v_start:], atol=0, rtol=0)  # v untouched
     torch.testing.assert_close(actual, expected, **TOLERANCE[dtype])
@@ -121,8 +124,9 @@ def test_rotary_kernel_matches_reference(dtype, num_q_heads, num_kv_heads, head_
 @pytest.mark.parametrize("num_q_heads,num_kv_heads,head_dim,block_size", [(4, 2, 64, 16), (8, 1, 128, 5),
                                                                          (6, 2, 48, 3)])
 @pytest.mark.parametrize("with_qk_norm", [False, True])
+@pytest.mark.parametrize("heads_per_program", [1, 4])
 def test_rotary_kernel_stores_k_and_v_like_the_reference(dtype, num_q_heads, num_kv_heads, head_dim, block_size,
-                                                         with_qk_norm):
+                                                         with_qk_norm, heads_per_program):
     """With a KVCacheWrite the kernel also fills the cache: rotated (and normed) k, raw v, at each
     token's slot; a padding token (slot -1) stores nothing; every other slot keeps its contents."""
     positions = [0, 1, 17, 300, 5, 2]
@@ -136,7 +140,8 @@ def test_rotary_kernel_stores_k_and_v_like_the_reference(dtype, num_q_heads, num
     expected_write = KVCacheWrite(caches["k"].clone(), caches["v"].clone(), torch.tensor(slots, device=DEVICE))
     actual_write = KVCacheWrite(caches["k"].clone(), caches["v"].clone(), torch.tensor(slots, device=DEVICE))
     rotate_qk_reference_(expected, angles, num_q_heads, num_kv_heads, head_dim, qk_norm, expected_write)
-    rotate_qk_triton_(actual, angles, num_q_heads, num_kv_heads, head_dim, qk_norm, actual_write)
+    rotate_qk_triton_(actual, angles, num_q_heads, num_kv_heads, head_dim, qk_norm, actual_write,
+                      heads_per_program=heads_per_program)
 
     torch.testing.assert_close(actual, expected, **TOLERANCE[dtype])
     torch.testing.assert_close(actual_write.v_cache, expected_write.v_cache, atol=0, rtol=0)  # v: a copy
@@ -152,6 +157,25 @@ def test_rotary_kernel_stores_k_and_v_like_the_reference(dtype, num_q_heads, num
     untouched[[slot for slot in slots if slot >= 0]] = False
     torch.testing.assert_close(flat_k[untouched.to(DEVICE)], caches["k"].view(-1, num_kv_heads, head_dim)[
         untouched.to(DEVICE)], atol=0, rtol=0)
+
+
+def test_rotary_kernel_takes_several_heads_per_program_for_many_tokens():
+    """Past ONE_HEAD_MAX_TOKENS tokens the launch gives each program HEADS_PER_PROGRAM heads
+    (here 6 + 2 k + 2 v heads: the last program is half empty); same results as the reference."""
+    from ruvonvllm.ops import rotary
+    num_tokens = rotary.ONE_HEAD_MAX_TOKENS + 8
+    positions = [(7 * i) % 50 for i in range(num_tokens)]
+    angles, qk_norm = make_angles(32, positions), make_qk_norm(32, torch.float32)
+    expected = make_qkv(num_tokens, 6, 2, 32, torch.float32, seed=6)
+    actual = expected.clone()
+    slots = torch.arange(num_tokens, device=DEVICE) * 2  # every other slot of a 4 x 16 pool
+    writes = [KVCacheWrite(torch.zeros(4, 16, 2, 32, device=DEVICE), torch.zeros(4, 16, 2, 32, device=DEVICE), slots)
+              for _ in range(2)]
+    rotate_qk_reference_(expected, angles, 6, 2, 32, qk_norm, writes[0])
+    rotate_qk_triton_(actual, angles, 6, 2, 32, qk_norm, writes[1])
+    torch.testing.assert_close(actual, expected, **TOLERANCE[torch.float32])
+    torch.testing.assert_close(writes[1].k_cache, writes[0].k_cache, **TOLERANCE[torch.float32])
+    torch.testing.assert_close(writes[1].v_cache, writes[0].v_cache, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -55,65 +55,70 @@ def rotary_qk_kernel(
     k_cache_ptr, v_cache_ptr,      # [num_blocks, block_size, num_kv_heads, head_dim]; with STORE_KV
     stride_qkv, stride_cos_sin,
     stride_cache_block, stride_cache_offset, stride_cache_head,
-    num_q_heads, num_kv_heads, block_size, eps,
+    num_q_heads, num_kv_heads, num_heads, block_size, eps,
     HALF_DIM: tl.constexpr,
     BLOCK: tl.constexpr,           # HALF_DIM rounded up to a power of two
+    BLOCK_H: tl.constexpr,         # heads per program (a power of two)
     QK_NORM: tl.constexpr,
     STORE_KV: tl.constexpr,        # also write k (rotated) and v into the paged cache
     USE_PDL: tl.constexpr,
 ):
+    # Program (token, j) takes heads j * BLOCK_H .. of one token: q heads, then k heads, then
+    # (with STORE_KV) v heads, num_heads in all. Rows of the tiles below are heads.
     if USE_PDL:
         gdc_launch_dependents()
     token = tl.program_id(0)
-    head = tl.program_id(1)        # q heads, then k heads, then (with STORE_KV) v heads
-    is_q = head < num_q_heads
-    is_v = head >= num_q_heads + num_kv_heads
+    heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    is_q = (heads < num_q_heads)[:, None]
+    is_v = (heads >= num_q_heads + num_kv_heads)[:, None]
     dtype = qkv_ptr.dtype.element_ty
     dims = tl.arange(0, BLOCK)
-    mask = dims < HALF_DIM
+    dim_mask = (dims < HALF_DIM)[None, :]
+    mask = (heads < num_heads)[:, None] & dim_mask
     if QK_NORM:  # parameters: no kernel writes them, so they load before the wait
-        w1 = tl.where(is_q, tl.load(q_norm_ptr + dims, mask=mask, other=0.0),
-                      tl.load(k_norm_ptr + dims, mask=mask, other=0.0)).to(tl.float32)
-        w2 = tl.where(is_q, tl.load(q_norm_ptr + HALF_DIM + dims, mask=mask, other=0.0),
-                      tl.load(k_norm_ptr + HALF_DIM + dims, mask=mask, other=0.0)).to(tl.float32)
+        w1 = tl.where(is_q, tl.load(q_norm_ptr + dims, mask=dims < HALF_DIM, other=0.0)[None, :],
+                      tl.load(k_norm_ptr + dims, mask=dims < HALF_DIM, other=0.0)[None, :]).to(tl.float32)
+        w2 = tl.where(is_q, tl.load(q_norm_ptr + HALF_DIM + dims, mask=dims < HALF_DIM, other=0.0)[None, :],
+                      tl.load(k_norm_ptr + HALF_DIM + dims, mask=dims < HALF_DIM, other=0.0)[None, :]
+                      ).to(tl.float32)
     if USE_PDL:
         gdc_wait()
     # Heads of a row are adjacent, q then k then v, so one formula addresses all three.
-    base = qkv_ptr + token * stride_qkv + head * (2 * HALF_DIM)
-    x1 = tl.load(base + dims, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(base + HALF_DIM + dims, mask=mask, other=0.0).to(tl.float32)
+    offsets = token * stride_qkv + heads[:, None] * (2 * HALF_DIM) + dims[None, :]
+    x1 = tl.load(qkv_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(qkv_ptr + offsets + HALF_DIM, mask=mask, other=0.0).to(tl.float32)
     raw1, raw2 = x1, x2            # a v head's values, which are neither normalized nor rotated
 
     if QK_NORM:
-        # Qwen3: RMSNorm over this head's head_dim values, with q's or k's own weight.
-        variance = (tl.sum(x1 * x1, axis=0) + tl.sum(x2 * x2, axis=0)) / (2 * HALF_DIM)
-        rstd = tl.rsqrt(variance + eps)
+        # Qwen3: RMSNorm over each head's head_dim values, with q's or k's own weight.
+        variance = (tl.sum(x1 * x1, axis=1) + tl.sum(x2 * x2, axis=1)) / (2 * HALF_DIM)
+        rstd = tl.rsqrt(variance + eps)[:, None]
         x1 = ((x1 * rstd).to(dtype).to(tl.float32) * w1).to(dtype).to(tl.float32)
         x2 = ((x2 * rstd).to(dtype).to(tl.float32) * w2).to(dtype).to(tl.float32)
 
     # HF casts cos/sin to the activation dtype and rounds each product before the sum.
-    cos = tl.load(cos_sin_ptr + token * stride_cos_sin + dims, mask=mask, other=0.0).to(dtype).to(tl.float32)
-    sin = tl.load(cos_sin_ptr + token * stride_cos_sin + HALF_DIM + dims,
-                  mask=mask, other=0.0).to(dtype).to(tl.float32)
+    cos_sin_row = cos_sin_ptr + token * stride_cos_sin
+    cos = tl.load(cos_sin_row + dims, mask=dims < HALF_DIM, other=0.0).to(dtype).to(tl.float32)[None, :]
+    sin = tl.load(cos_sin_row + HALF_DIM + dims, mask=dims < HALF_DIM, other=0.0).to(dtype).to(tl.float32)[None, :]
     out1 = ((x1 * cos).to(dtype).to(tl.float32) - (x2 * sin).to(dtype).to(tl.float32)).to(dtype)
     out2 = ((x2 * cos).to(dtype).to(tl.float32) + (x1 * sin).to(dtype).to(tl.float32)).to(dtype)
-    tl.store(base + dims, out1, mask=mask & ~is_v)
-    tl.store(base + HALF_DIM + dims, out2, mask=mask & ~is_v)
+    tl.store(qkv_ptr + offsets, out1, mask=mask & ~is_v)
+    tl.store(qkv_ptr + offsets + HALF_DIM, out2, mask=mask & ~is_v)
 
     if STORE_KV:
         # The attention backend's K/V write (attention/kernels/kv_write.py), folded in: k heads
         # store their rotated values, v heads their loaded ones, each into its token's slot.
         slot = tl.load(slot_mapping_ptr + token)
-        kv_head = tl.where(is_v, head - num_q_heads - num_kv_heads, head - num_q_heads)
-        row = (slot // block_size) * stride_cache_block + (slot % block_size) * stride_cache_offset \
-            + kv_head * stride_cache_head
-        is_k = (slot >= 0) & ~is_q & ~is_v
-        store_v = (slot >= 0) & is_v
+        kv_heads = tl.where(is_v, heads[:, None] - num_q_heads - num_kv_heads, heads[:, None] - num_q_heads)
+        rows = (slot // block_size) * stride_cache_block + (slot % block_size) * stride_cache_offset \
+            + kv_heads * stride_cache_head
+        store_k = mask & (slot >= 0) & ~is_q & ~is_v
+        store_v = mask & (slot >= 0) & is_v
         cache_dtype = k_cache_ptr.dtype.element_ty
-        tl.store(k_cache_ptr + row + dims, out1.to(cache_dtype), mask=mask & is_k)
-        tl.store(k_cache_ptr + row + HALF_DIM + dims, out2.to(cache_dtype), mask=mask & is_k)
-        tl.store(v_cache_ptr + row + dims, raw1.to(cache_dtype), mask=mask & store_v)
-        tl.store(v_cache_ptr + row + HALF_DIM + dims, raw2.to(cache_dtype), mask=mask & store_v)
+        tl.store(k_cache_ptr + rows + dims[None, :], out1.to(cache_dtype), mask=store_k)
+        tl.store(k_cache_ptr + rows + HALF_DIM + dims[None, :], out2.to(cache_dtype), mask=store_k)
+        tl.store(v_cache_ptr + rows + dims[None, :], raw1.to(cache_dtype), mask=store_v)
+        tl.store(v_cache_ptr + rows + HALF_DIM + dims[None, :], raw2.to(cache_dtype), mask=store_v)
 
 
 @triton.jit

@@ -100,9 +100,17 @@ def _head_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     return weight * (x32 * torch.rsqrt(variance + eps)).to(x.dtype)
 
 
+# Up to this many tokens a program rotates one head (a decode step's few heads spread over many
+# SMs: the launch batch-1 decode was measured with); beyond, HEADS_PER_PROGRAM heads. A prefill step
+# of 8,192 tokens would otherwise be 8,192 x 48 programs of 128 values each for Llama-3.1-8B,
+# far more programs than the data needs.
+ONE_HEAD_MAX_TOKENS = 16
+HEADS_PER_PROGRAM = 8
+
+
 def rotate_qk_triton_(qkv: torch.Tensor, angles: RotaryAngles, num_q_heads: int, num_kv_heads: int,
                       head_dim: int, qk_norm: QKNorm | None = None,
-                      kv_write: KVCacheWrite | None = None) -> None:
+                      kv_write: KVCacheWrite | None = None, heads_per_program: int | None = None) -> None:
     import triton
 
     from ruvonvllm.ops.kernels import rotary_qk_kernel
@@ -126,13 +134,17 @@ def rotate_qk_triton_(qkv: torch.Tensor, angles: RotaryAngles, num_q_heads: int,
         num_heads += num_kv_heads  # v heads get programs too: they only copy into the cache
         cache_strides = k_cache.stride()[:3]
         block_size = k_cache.shape[1]
-    rotary_qk_kernel[(num_tokens, num_heads)](
+    if heads_per_program is None:
+        heads_per_program = 1 if num_tokens <= ONE_HEAD_MAX_TOKENS else HEADS_PER_PROGRAM
+    if heads_per_program & (heads_per_program - 1):
+        raise ValueError(f"rotate_qk_: heads_per_program must be a power of two, got {heads_per_program}")
+    rotary_qk_kernel[(num_tokens, triton.cdiv(num_heads, heads_per_program))](
         qkv, angles.cos_sin,
         qk_norm.q_weight if qk_norm else qkv, qk_norm.k_weight if qk_norm else qkv,
         kv_write.slot_mapping if kv_write else qkv,
         kv_write.k_cache if kv_write else qkv, kv_write.v_cache if kv_write else qkv,
         qkv.stride(0), angles.cos_sin.stride(0), *cache_strides,
-        num_q_heads, num_kv_heads, block_size, qk_norm.eps if qk_norm else 0.0,
-        HALF_DIM=half, BLOCK=triton.next_power_of_2(half), QK_NORM=qk_norm is not None,
-        STORE_KV=kv_write is not None, **pdl_launch_args(qkv.device),
+        num_q_heads, num_kv_heads, num_heads, block_size, qk_norm.eps if qk_norm else 0.0,
+        HALF_DIM=half, BLOCK=triton.next_power_of_2(half), BLOCK_H=heads_per_program,
+        QK_NORM=qk_norm is not None, STORE_KV=kv_write is not None, **pdl_launch_args(qkv.device),
     )
