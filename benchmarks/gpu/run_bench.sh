@@ -35,6 +35,15 @@ step() {  # step NAME TIMEOUT COMMAND...   (ONLY="name name ..." runs just those
   echo "    exit $? after $((SECONDS - START)) s" | tee -a "$OUT/log.txt"
 }
 
+# Same-call A/B against an earlier commit, when its package was unpacked into .old and carried:
+#   rm -rf .old && mkdir .old && git archive COMMIT ruvonvllm | tar -x -C .old   (here; .old git-ignored)
+AB="env ROUNDS=2 bash benchmarks/gpu/ab_commit.sh"
+if [ -d .old ]; then
+  step ab-qwen-b1 150 $AB $R bench latency --model $Q $DUMMY --engine ruvon --batch-size 1 --output-len 256 --json /tmp/res/ab-lat-qwen-b1.json
+  step ab-llama-nano 300 $AB $R bench throughput --model $L $DUMMY --engine ruvon --json /tmp/res/ab-tput-llama.json
+  step ab-qwen-nano 200 $AB $R bench throughput --model $Q $DUMMY --engine ruvon --json /tmp/res/ab-tput-qwen.json
+fi
+step prof-llama-b256-nopdl 120 env RUVON_DISABLE_PDL=1 python3 benchmarks/gpu/profile_step.py --model $L --batch-size 256 --prompt-len 700
 step tests 200 python3 -m pytest -q -x tests/test_fused_ops.py tests/test_skinny_matmul.py tests/test_fused_sampler.py tests/test_async_scheduling.py tests/test_cuda_graphs.py tests/test_triton_attention.py \
   tests/test_gpu.py -k "not smollm2"
 step gemv-sweep-qwen 240 python3 benchmarks/gpu/gemv_sweep.py --shapes "qwen3 qkv,qwen3 o,qwen3 gate_up,qwen3 down,qwen3 head" --json /tmp/res/gemv-sweep-qwen.json
