@@ -319,3 +319,33 @@ def test_programmatic_dependent_launch_keeps_results(model_dir, monkeypatch):
             assert lp_pdl == pytest.approx(lp_off, abs=0.05)
             if token_pdl != token_off:
                 break
+
+
+@gpu
+@pytest.mark.gpu
+def test_graphs_capture_with_the_unfused_ops(model_dir, monkeypatch):
+    """RUVON_DISABLE_FUSED_OPS=1 (the before of Part 20's measurements) runs the torch reference
+    ops inside the graphs: the K/V store then stays in the attention backend, whose kernel skips
+    padding slots without a host sync, which capture forbids. Same tokens as the fused ops to bf16
+    rounding."""
+    from ruvonvllm import LLM
+    from ruvonvllm.ops import fused_ops_disabled
+    directory = model_dir("qwen3")
+    prompts = [[5, 6, 7, 8], [9, 10], [11, 12, 13] * 7]
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, logprobs=1)
+    runs = []
+    try:
+        for disabled in (False, True):
+            monkeypatch.setenv("RUVON_DISABLE_FUSED_OPS", "1" if disabled else "0")
+            fused_ops_disabled.cache_clear()
+            llm = LLM(str(directory), dtype="bfloat16", device="cuda", attention_backend="triton",
+                      kv_cache_bytes=64 << 20, max_num_seqs=5)
+            assert llm.engine.runner.cuda_graphs is not None
+            runs.append([o.outputs[0] for o in llm.generate(prompts, params, use_tqdm=False)])
+    finally:
+        fused_ops_disabled.cache_clear()
+    for fused, unfused in zip(*runs):
+        for token_f, token_u, lp_f, lp_u in zip(fused.token_ids, unfused.token_ids, fused.logprobs, unfused.logprobs):
+            assert lp_f[token_f].logprob == pytest.approx(lp_u[token_u].logprob, abs=0.05)
+            if token_f != token_u:
+                break

@@ -33,7 +33,7 @@ from ruvonvllm.layers.norm import RMSNorm
 from ruvonvllm.layers.rotary import RotaryEmbedding
 from ruvonvllm.model.config import ModelArchConfig
 from ruvonvllm.model.weight_utils import check_all_loaded, shard_key
-from ruvonvllm.ops.rotary import QKNorm, RotaryAngles, rotate_qk_
+from ruvonvllm.ops.rotary import QKNorm, RotaryAngles, rotate_qk_, writes_kv_cache
 
 # Checkpoint projection name -> (our fused projection, its shard).
 FUSED_PROJECTIONS = {
@@ -66,12 +66,16 @@ class LlamaAttention(nn.Module):
 
     def forward(self, hidden: torch.Tensor, angles: RotaryAngles, attn_meta: AttentionMetadata) -> torch.Tensor:
         qkv = self.qkv_proj(hidden)  # [T, q_size + 2 * kv_size]
-        # Qwen3's per-head q/k norm, the rotation of q and k (in place) and the write of k and v
-        # into the paged cache, in one op; attention then only reads the cache.
+        # Qwen3's per-head q/k norm and the rotation of q and k, in place, in one op; where that
+        # op is a kernel it also writes k and v into the paged cache, and attention only reads it.
         qk_norm = QKNorm(self.q_norm.weight, self.k_norm.weight, self.q_norm.eps) if self.qk_norm else None
-        rotate_qk_(qkv, angles, self.num_heads, self.num_kv_heads, self.head_dim, qk_norm,
-                   kv_write=self.attn.kv_cache_write(attn_meta))
-        return self.o_proj(self.attn(qkv[:, :self.q_size], None, None, attn_meta))
+        if writes_kv_cache(qkv):
+            rotate_qk_(qkv, angles, self.num_heads, self.num_kv_heads, self.head_dim, qk_norm,
+                       kv_write=self.attn.kv_cache_write(attn_meta))
+            return self.o_proj(self.attn(qkv[:, :self.q_size], None, None, attn_meta))
+        rotate_qk_(qkv, angles, self.num_heads, self.num_kv_heads, self.head_dim, qk_norm)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        return self.o_proj(self.attn(q, k, v, attn_meta))
 
 
 class LlamaMLP(nn.Module):

@@ -60,6 +60,16 @@ class KVCacheWrite:
     slot_mapping: torch.Tensor  # [T] int64
 
 
+def writes_kv_cache(qkv: torch.Tensor) -> bool:
+    """Whether rotate_qk_ on this tensor runs the kernel, which stores K/V on its way for free.
+
+    Where it does not (the CPU, RUVON_DISABLE_FUSED_OPS=1), the attention backend stores them
+    as before: its own store skips padding slots without asking the host, which a CUDA graph
+    captured with the unfused ops needs.
+    """
+    return use_triton_kernels(qkv)
+
+
 def rotate_qk_(qkv: torch.Tensor, angles: RotaryAngles, num_q_heads: int, num_kv_heads: int,
                head_dim: int, qk_norm: QKNorm | None = None, kv_write: KVCacheWrite | None = None) -> None:
     """Rotate (after normalizing, with qk_norm) the q and k heads of qkv [T, (Hq + 2 Hkv) * D] in place;
