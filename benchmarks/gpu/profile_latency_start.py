@@ -23,7 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from ruvonvllm import LLM, SamplingParams
-from ruvonvllm.bench.latency import _sync, random_prompts
+from ruvonvllm.bench.latency import random_prompts, sync_device
 from ruvonvllm.engine.step_trace import StepTrace
 
 STEPS = 3
@@ -45,7 +45,7 @@ def main() -> None:
 
     params = SamplingParams(temperature=0.0, max_tokens=256, ignore_eos=True)
     engine.step_trace = trace = StepTrace()
-    _sync(engine.runner.device)
+    sync_device(engine.runner.device)
     start = time.perf_counter()
     for i, prompt in enumerate(prompts):
         engine.add_request(f"timed-{i}", prompt, params)
@@ -57,7 +57,7 @@ def main() -> None:
             profiler.enable()
             engine.step()
             profiler.disable()
-            _sync(engine.runner.device)
+            sync_device(engine.runner.device)
             print(f"step {step}: {(time.perf_counter() - step_start) * 1e3:8.2f} ms wall (synchronized)")
     for record in trace.records:
         print(f"  launched +{(record.launched_at - start) * 1e3:7.2f} ms: {record.num_seqs} seqs, "

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from ruvonvllm.bench.latency import sync_device
+
 
 def load_hf_model(model: str | None, load_format: str, dtype: torch.dtype, device: torch.device):
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -50,10 +52,10 @@ def hf_generate(hf, prompts: list[list[int]], max_new_tokens: int, greedy: bool 
                   pad_token_id=pad)
     if not greedy:
         kwargs["temperature"] = temperature
-    _sync(device)
+    sync_device(device)
     start = time.perf_counter()
     out = hf.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    _sync(device)
+    sync_device(device)
     elapsed = time.perf_counter() - start
     return elapsed, (out.shape[1] - width) * len(prompts)
 
@@ -73,7 +75,7 @@ def hf_continuous_batching(hf, prompts: list[list[int]], max_tokens: list[int], 
     device = next(hf.parameters()).device
     generated = 0
     with hf.continuous_batching_context_manager(**manager_kwargs) as manager:
-        _sync(device)
+        sync_device(device)
         start = time.perf_counter()
         for i, (prompt, n) in enumerate(zip(prompts, max_tokens)):
             manager.add_request(prompt, request_id=f"r{i}", max_new_tokens=n)
@@ -85,13 +87,9 @@ def hf_continuous_batching(hf, prompts: list[list[int]], max_tokens: list[int], 
             if result.is_finished():
                 generated += len(result.generated_tokens)
                 remaining -= 1
-        _sync(device)
+        sync_device(device)
         elapsed = time.perf_counter() - start
     if generated == 0:
         raise RuntimeError("HF continuous batching generated no tokens")
     return elapsed, generated
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -66,10 +66,10 @@ def run_ruvon_latency(llm, prompts: list[list[int]], output_len: int, warmup: bo
     if warmup:
         llm.generate(prompts[:1], SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True), use_tqdm=False)
     trace = llm.engine.step_trace = StepTrace()
-    _sync(llm.engine.runner.device)
+    sync_device(llm.engine.runner.device)
     start = time.perf_counter()
     llm.generate(prompts, params, use_tqdm=False)
-    _sync(llm.engine.runner.device)
+    sync_device(llm.engine.runner.device)
     seconds = time.perf_counter() - start
     llm.engine.step_trace = None
     return seconds, split_steps(trace, start)
@@ -97,6 +97,7 @@ def make_result(engine: str, prompts: list[list[int]], output_len: int, seconds:
                          decode_ms_per_step=split.decode_ms_per_step if split else None)
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for the device's queued work (timings stop when the work is done, not when it is queued)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -34,7 +34,7 @@ def run_ruvon_throughput(llm, requests: list[WorkloadRequest], temperature: floa
                          timeline_path: str | None = None) -> ThroughputResult:
     """The timed run; with timeline_path, every step's record (engine/step_trace.py) is written there."""
     from ruvonvllm import SamplingParams
-    from ruvonvllm.bench.latency import _sync
+    from ruvonvllm.bench.latency import sync_device
     from ruvonvllm.engine.step_trace import StepTrace
 
     device = llm.engine.runner.device
@@ -42,10 +42,10 @@ def run_ruvon_throughput(llm, requests: list[WorkloadRequest], temperature: floa
     params = [SamplingParams(temperature=temperature, max_tokens=r.max_tokens, ignore_eos=True) for r in requests]
     if timeline_path:
         llm.engine.step_trace = StepTrace()
-    _sync(device)
+    sync_device(device)
     start = time.perf_counter()
     outputs = llm.generate([r.prompt_token_ids for r in requests], params, use_tqdm=True)
-    _sync(device)
+    sync_device(device)
     seconds = time.perf_counter() - start
     generated = sum(len(o.outputs[0].token_ids) for o in outputs)
     result = ThroughputResult("ruvon", len(requests), sum(len(r.prompt_token_ids) for r in requests),

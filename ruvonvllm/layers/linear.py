@@ -88,4 +88,3 @@ def replace_linears(model: nn.Module, make_layer: Callable[[torch.Tensor, torch.
             total += layer.weight_bytes()
     model.packed_lm_head = head
     return total
-
