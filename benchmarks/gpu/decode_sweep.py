@@ -11,6 +11,7 @@ achieved K/V read bandwidth; the current default is marked. Used to choose
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import random
 
@@ -42,6 +43,9 @@ def make_case(context_lens: list[int], num_heads: int, num_kv_heads: int):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cases", default="", help="Only the cases whose name contains this, e.g. llama.")
+    args = parser.parse_args()
     random.seed(0)
     sms = torch.cuda.get_device_properties(DEVICE).multi_processor_count
     cases = {
@@ -52,6 +56,8 @@ def main() -> None:
     }
     print(torch.cuda.get_device_name(), "default: BLOCK_N 64, num_warps 4, num_stages 2")
     for name, (lens, num_heads, num_kv_heads) in cases.items():
+        if args.cases not in name:
+            continue
         q, k_cache, v_cache, tables, seq_lens, kv_bytes = make_case(lens, num_heads, num_kv_heads)
         out = torch.empty_like(q)
         splits = choose_num_splits(len(lens), num_kv_heads, max(lens), sms)

@@ -142,19 +142,21 @@ def default_tiles(head_dim: int, dtype: torch.dtype) -> tuple[int, int, int]:
 def paged_prefill_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                             block_tables: torch.Tensor, query_start_loc: torch.Tensor,
                             seq_lens: torch.Tensor, max_query_len: int, scale: float,
-                            out: torch.Tensor, block_m: int | None = None, block_n: int | None = None) -> None:
+                            out: torch.Tensor, block_m: int | None = None, block_n: int | None = None,
+                            num_warps: int | None = None, num_stages: int = 2) -> None:
     """query [num_tokens, num_heads, head_dim] (ragged, see query_start_loc) -> out, same shape.
 
     `block_m` counts rows, i.e. (token, query head) pairs; it is raised to the
-    group size when a group is larger. Tiles default to default_tiles().
+    group size when a group is larger. Tiles and warps default to default_tiles();
+    benchmarks/gpu/prefill_sweep.py times the alternatives.
     `max_query_len` comes from the host, so launching costs no device sync.
     """
     num_seqs = seq_lens.shape[0]
     num_heads, head_dim = query.shape[1], query.shape[2]
     num_kv_heads = k_cache.shape[2]
     group = num_heads // num_kv_heads
-    default_m, default_n, num_warps = default_tiles(head_dim, query.dtype)
-    block_m, block_n = block_m or default_m, block_n or default_n
+    default_m, default_n, default_warps = default_tiles(head_dim, query.dtype)
+    block_m, block_n, num_warps = block_m or default_m, block_n or default_n, num_warps or default_warps
     block_m = max(block_m, triton.next_power_of_2(group))
     block_q = block_m // group
     grid = (num_seqs, triton.cdiv(max_query_len, block_q), num_kv_heads)
@@ -167,5 +169,5 @@ def paged_prefill_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache:
         k_cache.shape[1],
         GROUP=group, BLOCK_M=block_m, BLOCK_Q=block_q, HEAD_DIM=head_dim, BLOCK_N=block_n,
         DOT_DTYPE=dot_dtype(query.dtype), DOT_PRECISION=dot_precision(query.dtype),
-        num_warps=num_warps, num_stages=2,
+        num_warps=num_warps, num_stages=num_stages,
     )
