@@ -28,10 +28,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", choices=("llama", "qwen3"), default="llama")
     parser.add_argument("--rows", default="16,32,64,96,128,192,256")
+    parser.add_argument("--blas", choices=("cublas", "cublaslt"), default=None,
+                        help="torch.backends.cuda.preferred_blas_library (default: torch's choice)")
     args = parser.parse_args()
+    if args.blas:
+        torch.backends.cuda.preferred_blas_library(args.blas)
     shapes = {name.split()[1]: nk for name, nk in SHAPES.items()
               if name.startswith(args.model) and not name.endswith("head")}
-    print(torch.cuda.get_device_name(), args.model)
+    print(torch.cuda.get_device_name(), args.model, torch.backends.cuda.preferred_blas_library())
     for rows in (int(r) for r in args.rows.split(",")):
         total_us, total_bytes, parts = 0.0, 0, []
         for name, (n, k) in shapes.items():
