@@ -16,7 +16,7 @@ pytest.importorskip("triton")
 
 from ruvonvllm.attention.kernels.common import interpreting  # noqa: E402
 from ruvonvllm.engine.sequence import Sequence  # noqa: E402
-from ruvonvllm.sampling.fused import MIN_ROWS, fused_sample, fused_sample_applies  # noqa: E402
+from ruvonvllm.sampling.fused import MIN_ROWS, compile_kernel, fused_sample, fused_sample_applies  # noqa: E402
 from ruvonvllm.sampling.params import SamplingParams  # noqa: E402
 from ruvonvllm.sampling.sampler import Sampler  # noqa: E402
 from ruvonvllm.sampling.sampling_batch import SamplingBatch  # noqa: E402
@@ -92,6 +92,24 @@ def test_sampler_on_cuda_at_a_real_vocabulary():
     share_of_top3 = top3 / (top3.sum() + (vocab - 3) * torch.tensor(-5.0).exp())
     counts = torch.bincount(tokens[:-1].cpu(), minlength=vocab)[[7, 100_000, vocab - 1]].double() / (rows - 1)
     assert (counts - share_of_top3.double()).abs().max() < 0.1, (counts, share_of_top3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiles a kernel for the GPU")
+def test_compile_kernel_leaves_nothing_to_compile_for_the_first_big_batch():
+    """The engine calls compile_kernel at start-up; a batch of many rows then compiles nothing."""
+    import triton
+
+    vocab = 128_256  # Llama 3's: 32 blocks of 4,096, a block count Triton specializes on (multiple of 16)
+    compile_kernel(vocab, DEVICE)
+    compiled = []
+    triton.knobs.runtime.jit_cache_hook = lambda **info: compiled.append(info["fn"].name)
+    try:
+        logits = torch.randn(2 * MIN_ROWS, vocab, device=DEVICE)
+        fused_sample(logits, batch_of([SamplingParams(temperature=0.6)] * (2 * MIN_ROWS), vocab))
+        torch.cuda.synchronize()
+    finally:
+        triton.knobs.runtime.jit_cache_hook = None
+    assert compiled == []
 
 
 # ----------------------------------------------------------------------------- full-suite runs on CPU

@@ -63,6 +63,7 @@ class LLMEngine:
         if not config.enforce_eager:
             self.runner.capture_cuda_graphs(self.max_model_len, config.scheduler.max_num_seqs,
                                             config.scheduler.max_num_batched_tokens)
+        self.runner.compile_sampler()
         self.block_manager = BlockManager(self.runner.num_blocks, config.cache.block_size,
                                           config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.block_manager, self.max_model_len)

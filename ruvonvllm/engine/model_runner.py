@@ -102,6 +102,11 @@ class ModelRunner:
         graphs.capture()
         self.cuda_graphs = graphs
 
+    def compile_sampler(self) -> None:
+        """Compile the sampler's Triton kernel now, not inside the first large sampling batch."""
+        from ruvonvllm.sampling.fused import compile_kernel
+        compile_kernel(self.config.vocab_size, self.device)
+
     def execute(self, plan: SchedulerOutput) -> ModelRunnerOutput:
         """Run one step to completion (launch, then wait for its sampled tokens)."""
         return self.wait(self.launch(plan))

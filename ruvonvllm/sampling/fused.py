@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import torch
 
+from ruvonvllm.engine.sequence import Sequence
 from ruvonvllm.ops import use_triton_kernels
+from ruvonvllm.sampling.params import SamplingParams
 from ruvonvllm.sampling.sampling_batch import SamplingBatch
 
 # Tokens per program: 4,096 float32 logits (16 KB) keeps loads wide and the partial winners few
@@ -61,6 +63,23 @@ def fused_sample(logits: torch.Tensor, batch: SamplingBatch, block: int = _BLOCK
         logits.stride(0), vocab_size, num_blocks, BLOCK=block, num_warps=8)
     winner = best_score.argmax(dim=1, keepdim=True)
     return best_index.gather(1, winner).squeeze(1)
+
+
+def compile_kernel(vocab_size: int, device: torch.device) -> None:
+    """Launch the kernel once, on one dummy row of the real vocabulary, where it would run.
+
+    Triton compiles a kernel at its first launch. Unlike the model's kernels,
+    which graph capture and the warm-up run, this one first runs when a step
+    samples MIN_ROWS rows at a temperature: on a fresh H200 machine that put a
+    0.7 s compile inside the timed nano run (benchmarks/gpu/compiles_during_run.py).
+    The vocabulary size, stride and block count are what Triton specializes on;
+    the row count is only the grid.
+    """
+    logits = torch.zeros(1, vocab_size, device=device)
+    if not use_triton_kernels(logits):
+        return
+    warm_up_row = Sequence("sampler-warm-up", [0], SamplingParams(temperature=1.0))
+    fused_sample(logits, SamplingBatch.from_sequences([warm_up_row], vocab_size, device))
 
 
 def row_seeds(batch: SamplingBatch, rows: int, device: torch.device) -> torch.Tensor:
