@@ -41,8 +41,13 @@ class ActAndMul(nn.Module):
         self.activation_name = activation
         self.act = get_activation(activation)
 
+    @property
+    def is_silu(self) -> bool:
+        """SiLU (alias swish): the activation the fused kernels implement."""
+        return self.activation_name in ("silu", "swish")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.activation_name in ("silu", "swish"):
+        if self.is_silu:
             return silu_and_mul(x)  # one fused kernel on CUDA
         gate, up = x.chunk(2, dim=-1)
         return self.act(gate) * up

@@ -88,7 +88,7 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj(x)
-        if self.act_and_mul.activation_name in ("silu", "swish") and isinstance(self.down_proj, Linear):
+        if self.act_and_mul.is_silu and isinstance(self.down_proj, Linear):
             # One op for silu(gate) * up and the down projection (one kernel at small batch on a GPU).
             # Transforms that replace the layer (int8, the CPU's packed layers) take the plain path.
             return self.down_proj.forward_silu_and_mul(gate_up)
