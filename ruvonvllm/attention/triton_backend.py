@@ -1,8 +1,9 @@
 """The Triton attention backend: the three kernels of attention/kernels/ behind the interface.
 
 forward() is host-side glue only: validate shapes, store the new K/V (kernel
-a; skipped when the model's rotary kernel has stored them), then run decode attention (kernel b) when every sequence has exactly one
-new token, or the ragged prefill kernel (c) otherwise. Grid sizes come from the
+a; skipped when the model's rotary kernel has stored them), then run decode
+attention (kernel b) when every sequence has exactly one new token, or the
+ragged prefill kernel (c) otherwise. Grid sizes come from the
 metadata's host-side fields (max_query_len, max_seq_len), so a forward never
 waits on the device.
 

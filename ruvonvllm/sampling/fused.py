@@ -4,10 +4,10 @@ The sampler's general path (sampler.py) divides by the temperature, takes a
 softmax, draws exponential noise, divides and takes an argmax: six passes over
 a [batch, vocab] float32 tensor. At the nano workload's 256 rows of Qwen3's
 151,936-token vocabulary that is 0.60 ms of every step (H200,
-benchmarks/gpu/sampler_microbench.py); the fused path takes 0.30 ms (Philox
-noise for 39 million logits is most of it). When no row uses top-k, top-p or
-min-p, the same draw is one kernel: argmax(logits / T + Gumbel noise) is distributed as
-softmax(logits / T) (the Gumbel-max trick; the exponential race of the
+benchmarks/gpu/sampler_microbench.py, which times the call on an otherwise
+idle GPU, host time included); the fused path takes 0.30 ms. When no row uses
+top-k, top-p or min-p, the same draw is one kernel: argmax(logits / T +
+Gumbel noise) is distributed as softmax(logits / T) (the Gumbel-max trick; the exponential race of the
 general path is the same trick, written with probabilities).
 
 The noise comes from Triton's Philox generator keyed by (row seed, token
