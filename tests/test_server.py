@@ -359,11 +359,15 @@ def test_sigterm_during_load_drains_and_exits_zero(small_server):
         finish, done = None, False
         with httpx.Client(base_url=small_server.url, headers=AUTH, timeout=30) as client:
             with client.stream("POST", "/v1/completions", json={**LONG, "stream": True}) as response:
-                events[name].set()  # headers received: the engine has the request
+                if name == "B":
+                    events[name].set()  # headers received: the engine has B, waiting for A's slot
                 for line in response.iter_lines():
                     if line == "data: [DONE]":
                         done = True
                     elif line.startswith("data: "):
+                        # A's first token: A runs. Its headers alone are not enough: until the engine's next
+                        # step A still counts as waiting, and B would find the one-request queue full (503).
+                        events[name].set()
                         finish = json.loads(line[6:])["choices"][0]["finish_reason"] or finish
         results[name] = (response.status_code, finish, done)
 
