@@ -155,6 +155,31 @@ def test_waiting_queue_bound(llm):
     assert run_with_engine(llm, test, max_waiting=2)[-1].finished
 
 
+def test_a_consumer_that_sees_its_token_sees_the_same_step_in_the_snapshot(llm, monkeypatch):
+    """The snapshot (what admission control and /metrics read) is published before the step's
+    outputs reach consumers: a client that reacts to its first token at once (sends the next
+    request) must not find itself still counted as waiting, or a full queue that is not full."""
+    stats = llm.engine.stats
+
+    def slow_stats():  # widens the race: a consumer woken before the snapshot would read the old one
+        time.sleep(0.05)
+        return stats()
+
+    monkeypatch.setattr(llm.engine, "stats", slow_stats)
+
+    async def test(engine):
+        seen = []
+        for i in range(3):
+            stream = await engine.add_request(f"s{i}", f"hello {i}", LONG)
+            await stream.__aiter__().__anext__()  # the first token: the request runs
+            seen.append(engine.snapshot.stats.num_waiting)
+            stream.abort()
+            await wait_idle(engine)
+        return seen
+
+    assert run_with_engine(llm, test) == [0] * 3
+
+
 def test_drain_aborts_after_deadline_and_refuses_new_requests(llm):
     async def test(engine):
         streams = [await engine.add_request(f"d{i}", f"drain {i}", LONG) for i in range(MAX_NUM_SEQS + 1)]

@@ -396,6 +396,9 @@ class AsyncEngine:
             if output.finished:
                 del self._streams[output.request_id]
             by_loop.setdefault(stream._loop, []).append((stream, output))
+        # Publish the state first: a client that reacts to its token at once (sends the next request)
+        # must find this step's queue counts, not the previous ones.
+        self.snapshot = self._take_snapshot()
         for loop, deliveries in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_put_all, deliveries)
@@ -404,7 +407,7 @@ class AsyncEngine:
                     if not output.finished:
                         self._abort(output.request_id)
                         del self._streams[output.request_id]
-        self.snapshot = self._take_snapshot()
+                self.snapshot = self._take_snapshot()
         for observer in self.observers:
             try:
                 observer(outputs, self.snapshot)
