@@ -102,7 +102,7 @@ def test_padding_rows_are_harmless(seed):
     layout = InputLayout(padded, padded, width, 0)
     buffer = np.full(layout.nbytes, 0x7F, dtype=np.uint8)  # poison: every field must be written
     views = host_views(buffer, layout)
-    write_inputs(views, batch, 4, padded_shape=(padded, padded))
+    write_inputs(views, batch, 4, padded_shape=GraphShape(padded, padded))
     ref = reference_inputs(chunks, 4)
     n = len(chunks)
     assert views["input_ids"].tolist() == ref["input_ids"] + [0] * (padded - n)
@@ -126,7 +126,7 @@ def test_prefill_padding_rows_are_skipped(seed):
     padded_tokens, padded_seqs, width = 256, 6, 32
     layout = InputLayout(padded_tokens, padded_seqs, width, num_logits=padded_seqs)
     views = host_views(np.full(layout.nbytes, 0x7F, dtype=np.uint8), layout)  # poison
-    write_inputs(views, batch, 4, padded_shape=(padded_tokens, padded_seqs))
+    write_inputs(views, batch, 4, padded_shape=GraphShape(padded_tokens, padded_seqs))
     ref = reference_inputs(chunks, 4)
     t, n = batch.num_tokens, len(chunks)
     assert views["input_ids"].tolist() == ref["input_ids"] + [0] * (padded_tokens - t)
@@ -138,7 +138,7 @@ def test_prefill_padding_rows_are_skipped(seed):
     assert views["logits_indices"].tolist() == wanted + [0] * (padded_seqs - len(wanted))
     if not batch.is_decode_only:
         with pytest.raises(ValueError, match="decode"):
-            write_inputs(views, batch, 4, padded_shape=(padded_seqs, padded_seqs))
+            write_inputs(views, batch, 4, padded_shape=GraphShape(padded_seqs, padded_seqs))
 
 
 def test_prefill_ladder_and_shape_choice():

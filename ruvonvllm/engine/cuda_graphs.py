@@ -41,13 +41,13 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from ruvonvllm.engine.model_inputs import InputBuffer, InputLayout, ModelInputs, StepBatch, device_inputs, write_inputs
+from ruvonvllm.engine.model_inputs import (GraphShape, InputBuffer, InputLayout, ModelInputs, StepBatch, device_inputs,
+                                           write_inputs)
 from ruvonvllm.layers.attention import paged_attention_layers
 
 if TYPE_CHECKING:  # importing it would import Triton, which CPU-only installs may lack
@@ -76,18 +76,6 @@ def capture_batch_sizes(max_num_seqs: int, limit: int = MAX_CAPTURED_BATCH_SIZE)
     for start, stop, step in ((8, 64, 8), (80, 128, 16), (160, 256, 32), (320, limit, 64)):
         sizes.extend(range(start, stop + 1, step))
     return sorted({s for s in sizes if s < top} | {top})
-
-
-@dataclass(frozen=True, order=True)
-class GraphShape:
-    """What one graph computes: num_tokens new tokens from (at most) num_seqs sequences."""
-
-    num_tokens: int
-    num_seqs: int
-
-    @property
-    def is_decode(self) -> bool:
-        return self.num_tokens == self.num_seqs
 
 
 def prefill_shapes(max_num_seqs: int, max_num_batched_tokens: int) -> list[GraphShape]:
@@ -206,8 +194,7 @@ class StepGraphs:
     def _fill(self, batch: StepBatch, shape: GraphShape) -> None:
         """Write `batch` padded to the shape into the buffer, and send it."""
         layout = self._layout(shape)
-        write_inputs(self.buffer.host_views(layout), batch, self.block_size,
-                     padded_shape=(shape.num_tokens, shape.num_seqs))
+        write_inputs(self.buffer.host_views(layout), batch, self.block_size, padded_shape=shape)
         self.buffer.send(layout.nbytes)
 
     def run(self, batch: StepBatch, fill_inputs: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:

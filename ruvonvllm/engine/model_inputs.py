@@ -105,6 +105,18 @@ class ModelInputs:
     logits_indices: torch.Tensor      # [num_logits] int64
 
 
+@dataclass(frozen=True, order=True)
+class GraphShape:
+    """What one CUDA graph computes: num_tokens new tokens from (at most) num_seqs sequences."""
+
+    num_tokens: int
+    num_seqs: int
+
+    @property
+    def is_decode(self) -> bool:
+        return self.num_tokens == self.num_seqs
+
+
 @dataclass(frozen=True)
 class InputLayout:
     """Byte offset and element count of every field of one step inside the flat buffer.
@@ -177,10 +189,10 @@ def device_inputs(buffer: torch.Tensor, layout: InputLayout, max_seq_len: int,
 
 
 def write_inputs(views: dict[str, np.ndarray], batch: StepBatch, block_size: int,
-                 padded_shape: tuple[int, int] | None = None) -> np.ndarray:
+                 padded_shape: GraphShape | None = None) -> np.ndarray:
     """Fill the host views for `batch`; returns seq_lens [num_seqs] (int64).
 
-    With padded_shape (num_tokens, num_seqs) of a CUDA graph (engine/cuda_graphs.py),
+    With the padded_shape of a CUDA graph (engine/cuda_graphs.py),
     the rows past the batch become padding. A decode shape (as many tokens as
     sequences) pads with sequences of one token at position 0 whose K/V is not
     stored (slot -1) and which attends to a 1-token context in block 0: finite
@@ -219,13 +231,12 @@ def write_inputs(views: dict[str, np.ndarray], batch: StepBatch, block_size: int
         logits_indices[batch.num_logits:] = 0  # a prefill graph's padding rows: any valid index
 
     if padded_shape is not None:
-        padded_tokens, padded_seqs = padded_shape
-        if padded_tokens == padded_seqs:
+        if padded_shape.is_decode:
             if not batch.is_decode_only:
                 raise ValueError("only a decode batch (one token per sequence) fits a decode shape")
-            _write_decode_padding(views, num_seqs, padded_seqs)
+            _write_decode_padding(views, num_seqs, padded_shape.num_seqs)
         else:
-            _write_prefill_padding(views, num_tokens, num_seqs, padded_seqs)
+            _write_prefill_padding(views, num_tokens, num_seqs, padded_shape.num_seqs)
     return seq_lens
 
 
