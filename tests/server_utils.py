@@ -67,7 +67,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tempfile.mkstemp(prefix="ruvon-serve-", suffix=".log")[1])
         model_args = ["--model", str(model_dir), "--served-model-name", SERVED_MODEL_NAME] if model_dir else []
-        args = [sys.executable, "-c", "from ruvonvllm.commands.main import app; app()", "serve", *model_args,
+        args = [sys.executable, "-c", "from ruvonvllm.commands.main import main; main()", "serve", *model_args,
                 "--port", str(self.port), "--kv-cache-bytes", str(KV_CACHE_BYTES), *extra_args]
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,

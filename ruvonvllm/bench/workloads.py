@@ -52,6 +52,16 @@ def nano_workload(num_requests: int = NANO_NUM_REQUESTS, length_scale: float = 1
     return [WorkloadRequest(p, m) for p, m in zip(prompts, max_tokens)]
 
 
+def fit_to_vocab(requests: list[WorkloadRequest], vocab_size: int) -> list[WorkloadRequest]:
+    """The same requests with every prompt id taken modulo vocab_size.
+
+    The nano workload draws ids up to 10,000, more than a small test model's vocabulary.
+    Wrapping the ids (rather than drawing again from a narrower range) keeps every prompt's
+    length, so the token counts stay nano-vllm's.
+    """
+    return [WorkloadRequest([token % vocab_size for token in r.prompt_token_ids], r.max_tokens) for r in requests]
+
+
 def fixed_workload(num_requests: int, prompt_len: int, output_len: int, seed: int = 0,
                    max_token_id: int = NANO_MAX_TOKEN_ID) -> list[WorkloadRequest]:
     """Every request the same shape: random prompt ids of prompt_len, exactly output_len tokens out."""

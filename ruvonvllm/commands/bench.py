@@ -23,8 +23,13 @@ def register(app: typer.Typer) -> None:
 def _first_model(base_url: str, api_key: str | None) -> str:
     import httpx
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    response = httpx.get(base_url.rstrip("/") + "/v1/models", headers=headers, timeout=30.0)
-    response.raise_for_status()
+    url = base_url.rstrip("/") + "/v1/models"
+    try:
+        response = httpx.get(url, headers=headers, timeout=30.0)
+        response.raise_for_status()
+    except httpx.HTTPError as e:
+        # ConnectionError: the entry point turns it into one line (commands/main.py).
+        raise ConnectionError(f"cannot list the models of {base_url} ({url}: {e}); is a server running there?") from e
     return response.json()["data"][0]["id"]
 
 

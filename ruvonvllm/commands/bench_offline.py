@@ -62,6 +62,9 @@ def latency(
     """Decode latency: ms per step at a fixed batch, ignore_eos, against the roofline."""
     from ruvonvllm.bench.latency import make_result, run_ruvon_latency
 
+    if batch_size < 1 or output_len < 1 or input_len < 1:
+        raise ValueError(f"--batch-size, --input-len and --output-len must be >= 1, got {batch_size}, "
+                         f"{input_len} and {output_len}")
     results = []
     llm = None
     for name in _engines(engine):
@@ -111,7 +114,7 @@ def throughput(
 ) -> None:
     """The nano workload: every request at once; output tokens per second."""
     from ruvonvllm.bench.throughput import run_hf_throughput, run_ruvon_throughput
-    from ruvonvllm.bench.workloads import nano_workload
+    from ruvonvllm.bench.workloads import fit_to_vocab, nano_workload
 
     requests = nano_workload(num_prompts, length_scale)
     results = []
@@ -121,10 +124,12 @@ def throughput(
                        enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
                        max_num_batched_tokens=max_num_batched_tokens, kv_cache_bytes=kv_cache_bytes,
                        scheduler=scheduler, async_scheduling=async_scheduling, quantization=quantization)
+            requests = fit_to_vocab(requests, llm.engine.loaded.config.vocab_size)
             results.append(run_ruvon_throughput(llm, requests, temperature, timeline))
             del llm
         else:
             hf, _ = _hf_model(model, load_format, dtype, device)
+            requests = fit_to_vocab(requests, hf.config.vocab_size)
             results.append(run_hf_throughput(hf, requests, temperature))
             del hf
     table = Table(title=f"throughput: {len(requests)} requests, "
@@ -150,6 +155,9 @@ def prefix_cache(
     """Part 14: prompts sharing a long prefix (a system prompt, a document), prefix cache off vs on."""
     from ruvonvllm.bench.prefix import run_prefix_benchmark
 
+    if min(num_prompts, prefix_len, suffix_len, output_len) < 1:
+        raise ValueError(f"--num-prompts, --prefix-len, --suffix-len and --output-len must be >= 1, got "
+                         f"{num_prompts}, {prefix_len}, {suffix_len} and {output_len}")
     results = []
     for enabled in (False, True):
         llm = _llm(model, dtype, device, load_format, max_model_len, enable_prefix_caching=enabled)

@@ -25,6 +25,9 @@ def resident_memory_mib() -> float:
 def print_info(engine: LLMEngine, console: Console) -> None:
     loaded, arch, runner = engine.loaded, engine.loaded.config, engine.runner
     table = Table(show_header=False, box=None)
+    table.add_column(no_wrap=True)
+    # fold, not the default ellipsis: a model path is only useful whole, however narrow the terminal
+    table.add_column(overflow="fold")
     rows = [
         ("model", loaded.source),
         ("format", loaded.load_format),

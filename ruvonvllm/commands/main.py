@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from typing import Annotated, Optional
 
@@ -117,5 +119,26 @@ def register_optional_commands() -> None:
 
 register_optional_commands()
 
+# What a user's bad input raises: an invalid option value (ValueError, from the checks in
+# SamplingParams, EngineConfig and the loaders), a path that cannot be read (OSError), a server
+# that cannot be reached (ConnectionError), a feature this build lacks (NotImplementedError).
+USER_ERRORS = (ValueError, OSError, ConnectionError, NotImplementedError)
+
+
+def main() -> None:
+    """The `ruvon` entry point: a bad option or an unservable model ends in one sentence.
+
+    A traceback tells a user where our code noticed the problem, not what to change; the
+    message says that. RUVON_TRACEBACK=1 shows the traceback anyway (for a bug report).
+    """
+    try:
+        app()
+    except USER_ERRORS as e:
+        if os.environ.get("RUVON_TRACEBACK") == "1":
+            raise
+        err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app()
+    main()

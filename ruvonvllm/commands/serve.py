@@ -34,7 +34,7 @@ def serve(
     attention_backend: opt.AttentionBackend = "auto", enforce_eager: opt.EnforceEager = False,
     quantization: opt.Quantization = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8000,
     served_model_name: Annotated[Optional[str], typer.Option(
         "--served-model-name", help="The name clients send as `model`; default: the model's file name.")] = None,
     api_key: Annotated[Optional[str], typer.Option(

@@ -108,17 +108,21 @@ def rotary_qk_kernel(
     if STORE_KV:
         # The attention backend's K/V write (attention/kernels/kv_write.py), folded in: k heads
         # store their rotated values, v heads their loaded ones, each into its token's slot.
+        # A padding token (slot -1) writes nothing. The test is a branch, not a term of the masks:
+        # a tile mask combined with a scalar comparison is an int32 tensor, not a boolean one, in
+        # Triton's interpreter (3.9 refuses it as a mask).
         slot = tl.load(slot_mapping_ptr + token)
-        kv_heads = tl.where(is_v, heads[:, None] - num_q_heads - num_kv_heads, heads[:, None] - num_q_heads)
-        rows = (slot // block_size) * stride_cache_block + (slot % block_size) * stride_cache_offset \
-            + kv_heads * stride_cache_head
-        store_k = mask & (slot >= 0) & ~is_q & ~is_v
-        store_v = mask & (slot >= 0) & is_v
-        cache_dtype = k_cache_ptr.dtype.element_ty
-        tl.store(k_cache_ptr + rows + dims[None, :], out1.to(cache_dtype), mask=store_k)
-        tl.store(k_cache_ptr + rows + HALF_DIM + dims[None, :], out2.to(cache_dtype), mask=store_k)
-        tl.store(v_cache_ptr + rows + dims[None, :], raw1.to(cache_dtype), mask=store_v)
-        tl.store(v_cache_ptr + rows + HALF_DIM + dims[None, :], raw2.to(cache_dtype), mask=store_v)
+        if slot >= 0:
+            kv_heads = tl.where(is_v, heads[:, None] - num_q_heads - num_kv_heads, heads[:, None] - num_q_heads)
+            rows = (slot // block_size) * stride_cache_block + (slot % block_size) * stride_cache_offset \
+                + kv_heads * stride_cache_head
+            store_k = mask & ~is_q & ~is_v
+            store_v = mask & is_v
+            cache_dtype = k_cache_ptr.dtype.element_ty
+            tl.store(k_cache_ptr + rows + dims[None, :], out1.to(cache_dtype), mask=store_k)
+            tl.store(k_cache_ptr + rows + HALF_DIM + dims[None, :], out2.to(cache_dtype), mask=store_k)
+            tl.store(v_cache_ptr + rows + dims[None, :], raw1.to(cache_dtype), mask=store_v)
+            tl.store(v_cache_ptr + rows + HALF_DIM + dims[None, :], raw2.to(cache_dtype), mask=store_v)
 
 
 @triton.jit

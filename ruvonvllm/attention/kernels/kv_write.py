@@ -38,23 +38,24 @@ def _store_kv_kernel(
     token = tl.program_id(0)
     slot = tl.load(slot_mapping_ptr + token)
     # A negative slot marks a padding token (for example in a CUDA-graph batch): store nothing.
-    is_real = slot >= 0
-    block = slot // block_size
-    offset = slot % block_size
+    # A branch rather than a term of the mask: a tile mask combined with a scalar comparison is
+    # an int32 tensor, not a boolean one, in Triton's interpreter (3.9 refuses it as a mask).
+    if slot >= 0:
+        block = slot // block_size
+        offset = slot % block_size
 
-    heads = tl.arange(0, BLOCK_H)
-    dims = tl.arange(0, HEAD_DIM)
-    mask = (heads[:, None] < NUM_KV_HEADS) & is_real
+        heads = tl.arange(0, BLOCK_H)
+        dims = tl.arange(0, HEAD_DIM)
+        mask = heads[:, None] < NUM_KV_HEADS
 
-    key = tl.load(key_ptr + token * stride_key_t + heads[:, None] * stride_key_h + dims[None, :], mask=mask)
-    value = tl.load(value_ptr + token * stride_value_t + heads[:, None] * stride_value_h + dims[None, :],
-                    mask=mask)
+        key = tl.load(key_ptr + token * stride_key_t + heads[:, None] * stride_key_h + dims[None, :], mask=mask)
+        value = tl.load(value_ptr + token * stride_value_t + heads[:, None] * stride_value_h + dims[None, :],
+                        mask=mask)
 
-    cache_offsets = block * stride_cache_block + offset * stride_cache_offset \
-        + heads[:, None] * stride_cache_head + dims[None, :]
-    tl.store(k_cache_ptr + cache_offsets, key.to(k_cache_ptr.dtype.element_ty), mask=mask)
-    tl.store(v_cache_ptr + cache_offsets, value.to(v_cache_ptr.dtype.element_ty), mask=mask)
-
+        cache_offsets = block * stride_cache_block + offset * stride_cache_offset \
+            + heads[:, None] * stride_cache_head + dims[None, :]
+        tl.store(k_cache_ptr + cache_offsets, key.to(k_cache_ptr.dtype.element_ty), mask=mask)
+        tl.store(v_cache_ptr + cache_offsets, value.to(v_cache_ptr.dtype.element_ty), mask=mask)
 
 def store_kv_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                    slot_mapping: torch.Tensor) -> None:
