@@ -9,13 +9,20 @@ Building a tokenizer from a GGUF file takes transformers several seconds (it
 parses the whole vocabulary and merge list). The result is saved once as an
 ordinary tokenizer.json under the cache directory, keyed by the file's path,
 size, modification time and the transformers version, and reused afterwards.
+
+Message content is text. A user who writes "<|im_end|>\n<|im_start|>system" in a
+message must not get the real control tokens (that would forge a system turn), so
+`apply_chat_template` encodes the special-token strings inside content as the plain
+text they are, unless the caller opts in with `special_tokens_in_content=True`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Any
@@ -26,6 +33,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from ruvonvllm.config import env_str
 
 CHAT_ROLES = ("system", "user", "assistant", "tool")
+# Stands in for message i's content while the template renders: private-use characters, which
+# no template writes and which cannot come from the content (it is not in the rendered text).
+_CONTENT_MARK = "\ue000ruvon-content-{}\ue001"
+_CONTENT_MARK_PATTERN = re.compile("\ue000ruvon-content-(\\d+)\ue001")
 
 
 class Tokenizer:
@@ -36,6 +47,9 @@ class Tokenizer:
         self.bos_token_id: int | None = hf.bos_token_id
         self.pad_token_id: int | None = hf.pad_token_id
         self.vocab_size: int = len(hf)  # base vocabulary plus added tokens
+        # The strings the tokenizer turns into added (control) tokens wherever they appear.
+        added = sorted({t.content for t in hf.added_tokens_decoder.values() if t.content}, key=len, reverse=True)
+        self._added_token_pattern = re.compile("|".join(map(re.escape, added))) if added else None
 
     @classmethod
     def from_model_path(cls, path: str) -> Tokenizer:
@@ -52,8 +66,29 @@ class Tokenizer:
             return cls(_load_gguf_tokenizer(path), eos)
         raise ValueError(f"cannot load a tokenizer from {path!r}: expected an HF model directory or a .gguf file")
 
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=add_special_tokens)
+    def encode(self, text: str, add_special_tokens: bool = True, limit: int | None = None) -> list[int]:
+        """Token ids of `text`; with `limit`, at most that many (a result of `limit` ids may be cut short).
+
+        A server only needs to know that a prompt is too long, not its millions of ids: the
+        tokenizer's Rust core runs without Python's lock, but turning its result into a
+        Python list holds the lock (about 0.2 s for a 5 MB text), stalling every thread.
+        """
+        if limit is None:
+            return self.hf.encode(text, add_special_tokens=add_special_tokens)
+        return self.hf(text, add_special_tokens=add_special_tokens, truncation=True, max_length=limit)["input_ids"]
+
+    @functools.cached_property
+    def max_chars_per_token(self) -> int:
+        """At most how many characters of text one token stands for.
+
+        A vocabulary entry is spelled with at least one character per character it covers
+        (byte-level BPE spells each byte as one; SentencePiece spells a space as "▁"), so
+        the longest entry bounds it. A normalizer may first compose several characters into
+        one (NFC, NFKC), hence the margin when there is one.
+        """
+        longest = max(map(len, self.hf.get_vocab()), default=1)
+        backend = getattr(self.hf, "backend_tokenizer", None)
+        return longest if backend is not None and backend.normalizer is None else 4 * longest
 
     def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.hf.decode(token_ids, skip_special_tokens=skip_special_tokens)
@@ -76,9 +111,49 @@ class Tokenizer:
         validate_chat_messages(messages)
         return self.hf.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
-        # The template writes any BOS itself, so encoding must not add another.
-        return self.encode(self.render_chat(messages, add_generation_prompt), add_special_tokens=False)
+    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                            special_tokens_in_content: bool = False, limit: int | None = None) -> list[int]:
+        """Prompt ids for `messages`; special-token strings in their content stay text unless opted in.
+
+        `limit` as in `encode`: at most that many ids.
+        """
+        if special_tokens_in_content or not any(self._holds_added_token(m.get("content")) for m in messages
+                                                 if isinstance(m, dict)):
+            # The template writes any BOS itself, so encoding must not add another.
+            return self.encode(self.render_chat(messages, add_generation_prompt), add_special_tokens=False,
+                               limit=limit)
+        token_ids = self._encode_chat_keeping_content_as_text(messages, add_generation_prompt, limit)
+        return token_ids if limit is None else token_ids[:limit]
+
+    def _holds_added_token(self, content: Any) -> bool:
+        return isinstance(content, str) and self._added_token_pattern is not None \
+            and self._added_token_pattern.search(content) is not None
+
+    def _encode_chat_keeping_content_as_text(self, messages: list[dict[str, Any]], add_generation_prompt: bool,
+                                             limit: int | None) -> list[int]:
+        # Render with every content replaced by a marker, then encode piece by piece: the
+        # template's own text with its control tokens, each content as plain text. Only
+        # conversations that hold a special-token string take this path, so every other
+        # prompt is encoded exactly as before (and as HF encodes it).
+        validate_chat_messages(messages)
+        marked = [dict(m, content=_CONTENT_MARK.format(i)) if isinstance(m.get("content"), str) else m
+                  for i, m in enumerate(messages)]
+        rendered = self.render_chat(marked, add_generation_prompt)
+        pieces = _CONTENT_MARK_PATTERN.split(rendered)  # text, index, text, index, ..., text
+        indices = [int(i) for i in pieces[1::2]]
+        if sorted(indices) != [i for i, m in enumerate(messages) if isinstance(m.get("content"), str)]:
+            raise ValueError("this model's chat template rewrites message content, so special-token strings "
+                             "in it cannot be kept as text; remove them from the messages")
+        token_ids: list[int] = []
+        for position, piece in enumerate(pieces):
+            if position % 2 == 0:
+                token_ids += self.encode(piece, add_special_tokens=False, limit=limit) if piece else []
+            else:
+                content = messages[int(piece)]["content"]
+                truncation = {"truncation": True, "max_length": limit} if limit is not None else {}
+                token_ids += self.hf(content, add_special_tokens=False, split_special_tokens=True,
+                                     **truncation)["input_ids"]
+        return token_ids
 
 
 def validate_chat_messages(messages: list[dict[str, Any]]) -> None:

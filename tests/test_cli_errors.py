@@ -37,6 +37,7 @@ BAD_INPUTS = {
                          "num_requests must be >= 1"),
     "bench prefix-cache": (["--num-prompts", "0"], "--num-prompts"),
     "bench serve": (["--base-url", "http://127.0.0.1:1"], "is a server running there?"),
+    "bench stall": (["--base-url", "http://127.0.0.1:1"], "is a server running there?"),
 }
 
 

@@ -39,8 +39,8 @@ CASES = [
     ("unknown model", COMPLETIONS, {"prompt": "x", "model": "gpt-9"}, 404, "model", "gpt-9"),
     ("huge stop list", COMPLETIONS, {"prompt": "x", "stop": [f"s{i}" for i in range(10000)]}, 400, "stop",
      "at most"),
-    ("more sequences than may wait", COMPLETIONS, {"prompt": ["a"] * 64, "n": 5, "max_tokens": 1}, 400, "n",
-     "max_waiting"),
+    ("more sequences than may wait", COMPLETIONS, {"prompt": ["a"] * 64, "n": 5, "max_tokens": 1}, 400,
+     "prompt", "max_waiting"),
     ("empty stop string", COMPLETIONS, {"prompt": "x", "stop": ""}, 400, "stop", "at least 1"),
     ("logit_bias", COMPLETIONS, {"prompt": "x", "logit_bias": {"5": 10}}, 400, "logit_bias", "not supported"),
     ("suffix", COMPLETIONS, {"prompt": "x", "suffix": "end"}, 400, "suffix", "not supported"),
@@ -60,6 +60,30 @@ CASES = [
     ("unknown chat model", CHAT, {"messages": USER, "model": "nope"}, 404, "model", "nope"),
     ("detokenize outside vocabulary", "/detokenize", {"tokens": [VOCAB_SIZE + 1]}, 400, "tokens", "vocabulary"),
     ("tokenize without prompt", "/tokenize", {"text": "x"}, 400, "prompt", "messages: field required"),
+    # A lone UTF-16 surrogate is valid JSON but not text: once a tokenizer TypeError, a 500.
+    ("surrogate in prompt", COMPLETIONS, '{"prompt": "a\\ud800b"}', 400, "prompt", "surrogate"),
+    ("surrogate in prompt list", COMPLETIONS, '{"prompt": ["ok", "\\ud800"]}', 400, "prompt[1]", "surrogate"),
+    ("surrogate in chat content", CHAT, '{"messages": [{"role": "user", "content": "\\udfff"}]}', 400,
+     "messages[0].content", "surrogate"),
+    ("surrogate in tokenize", "/tokenize", '{"prompt": "\\ud800"}', 400, "prompt", "surrogate"),
+    ("surrogate in model", COMPLETIONS, '{"prompt": "x", "model": "\\ud800"}', 400, "model", "surrogate"),
+    # Fields this server does not implement are refused by name, never ignored.
+    ("functions", CHAT, {"messages": USER, "functions": [{"name": "f"}]}, 400, "functions", "not supported"),
+    ("function_call", CHAT, {"messages": USER, "function_call": "auto"}, 400, "function_call", "not supported"),
+    ("parallel_tool_calls", CHAT, {"messages": USER, "parallel_tool_calls": False}, 400, "parallel_tool_calls",
+     "not supported"),
+    ("guided_json", CHAT, {"messages": USER, "guided_json": {"type": "object"}}, 400, "guided_json",
+     "not supported"),
+    ("guided_json in completions", COMPLETIONS, {"prompt": "x", "guided_json": {}}, 400, "guided_json",
+     "not supported"),
+    ("assistant tool_calls", CHAT, {"messages": USER + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}, 400,
+     "messages[1].tool_calls", "not supported"),
+    ("user message without content", CHAT, {"messages": [{"role": "user"}]}, 400, "messages[0].content",
+     "required"),
+    ("stop_token_ids outside vocabulary", COMPLETIONS, {"prompt": "x", "stop_token_ids": [10**12]}, 400,
+     "stop_token_ids", "vocabulary"),
+    ("top_k huge", COMPLETIONS, {"prompt": "x", "top_k": 10**30}, 400, "top_k", "less than"),
 ]
 
 

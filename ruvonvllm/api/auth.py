@@ -21,7 +21,7 @@ class APIKeyMiddleware:
         if not api_key:
             raise ValueError("api_key must be a non-empty string")
         self.app = app
-        self._expected = f"Bearer {api_key}".encode()
+        self._expected = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(PROTECTED_PREFIXES) and not self._authorized(scope):
@@ -34,5 +34,7 @@ class APIKeyMiddleware:
 
     def _authorized(self, scope: Scope) -> bool:
         header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, credentials = header.partition(b" ")
+        # The scheme is case-insensitive (RFC 7235: "bearer" is "Bearer"); the key is not.
         # Constant-time comparison: response timing must not reveal how much of a guess was right.
-        return secrets.compare_digest(header, self._expected)
+        return scheme.lower() == b"bearer" and secrets.compare_digest(credentials.strip(b" "), self._expected)

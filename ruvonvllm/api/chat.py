@@ -42,15 +42,40 @@ from ruvonvllm.outputs import CompletionOutput
 
 
 def render_messages(ctx: ServingContext, messages: list[ChatMessage], add_generation_prompt: bool) -> list[int]:
-    """Prompt token ids from the model's chat template; a template failure is the client's 400."""
+    """Prompt token ids from the model's chat template; a template failure is the client's 400.
+
+    Runs through ctx.bodies.run, on a worker thread unless the messages are short.
+    """
+    check_messages(messages)
     conversation = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+    ctx.check_text_fits(sum(len(m["content"]) for m in conversation), "messages")
     try:
-        return ctx.tokenizer.apply_chat_template(conversation, add_generation_prompt)
+        return ctx.tokenizer.apply_chat_template(conversation, add_generation_prompt,
+                                                 special_tokens_in_content=ctx.special_tokens_in_content,
+                                                 limit=ctx.max_model_len)
     except (ValueError, jinja2.TemplateError) as e:
         raise bad_request(f"messages: cannot apply the model's chat template: {e}", "messages") from e
 
 
+def messages_size(messages: list[ChatMessage]) -> int:
+    """Characters of content: what rendering and tokenizing the conversation costs grows with."""
+    return len(messages) + sum(len(m.content) if isinstance(m.content, str)
+                               else sum(len(part.text) for part in m.content or []) for m in messages)
+
+
+def check_messages(messages: list[ChatMessage]) -> None:
+    for i, message in enumerate(messages):
+        if message.tool_calls is not None:
+            raise bad_request(f"messages[{i}].tool_calls: tool calls are not supported by this server",
+                              f"messages[{i}].tool_calls")
+        if message.content is None:
+            raise bad_request(f"messages[{i}].content is required for a {message.role} message",
+                              f"messages[{i}].content")
+
+
 def _check_unsupported(request: ChatCompletionRequest) -> None:
+    for name in request.unsupported_fields():
+        raise bad_request(f"{name} is not supported by this server", name)
     if request.tools:
         raise bad_request("tools are not supported by this server", "tools")
     if request.tool_choice not in (None, "none", "auto"):
@@ -66,7 +91,9 @@ async def create_chat_completion(ctx: ServingContext, request: ChatCompletionReq
                                  raw_request: Request) -> Response:
     ctx.check_model(request.model)
     _check_unsupported(request)
-    prompt_ids = render_messages(ctx, request.messages, request.add_generation_prompt)
+    ctx.check_token_ids(request.stop_token_ids or [], "stop_token_ids")
+    prompt_ids = await ctx.bodies.run(render_messages, ctx, request.messages, request.add_generation_prompt,
+                                      size=messages_size(request.messages))
     max_tokens = request.max_completion_tokens or request.max_tokens
     param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
     ctx.check_context(prompt_ids, max_tokens, "messages", max_tokens_param=param)

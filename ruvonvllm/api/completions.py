@@ -49,21 +49,34 @@ def _prompts(ctx: ServingContext, request: CompletionRequest) -> list[Prompt]:
     else:
         texts = None
     if texts is not None:
-        return [(text, ctx.tokenizer.encode(text)) for text in texts]
+        for text in texts:
+            ctx.check_text_fits(len(text), "prompt")
+        return [(text, ctx.tokenizer.encode(text, limit=ctx.max_model_len)) for text in texts]
     id_lists = [prompt] if isinstance(prompt[0], int) else prompt
     for ids in id_lists:
+        ctx.check_context(ids, None, "prompt")  # the cheap check first: a million ids stop here
         ctx.check_token_ids(ids, "prompt")
     return [(None, list(ids)) for ids in id_lists]
 
 
+def _prompt_size(prompt: str | list[str] | list[int] | list[list[int]]) -> int:
+    """Characters or token ids: what tokenizing and checking the prompt costs grows with."""
+    if isinstance(prompt, str):
+        return len(prompt)
+    return sum(len(item) if isinstance(item, (str, list)) else 1 for item in prompt)
+
+
 async def create_completion(ctx: ServingContext, request: CompletionRequest, raw_request: Request) -> Response:
     ctx.check_model(request.model)
+    for name in request.unsupported_fields():
+        raise bad_request(f"{name} is not supported by this server", name)
+    ctx.check_token_ids(request.stop_token_ids or [], "stop_token_ids")
     if request.suffix:
         raise bad_request("suffix is not supported by this server", "suffix")
     if request.best_of is not None and request.best_of != request.n:
         raise bad_request(f"best_of ({request.best_of}) must equal n ({request.n}): this server returns every "
                           "sample it draws", "best_of")
-    prompts = _prompts(ctx, request)
+    prompts = await ctx.bodies.run(_prompts, ctx, request, size=_prompt_size(request.prompt))
     for _, token_ids in prompts:
         ctx.check_context(token_ids, request.max_tokens, "prompt")
     echo_logprobs = request.logprobs if request.echo and request.logprobs is not None else None

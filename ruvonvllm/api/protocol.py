@@ -5,14 +5,15 @@ Requests carry the bounds OpenAI documents (so the OpenAPI schema at
 plus the extensions vLLM users know: top_k, min_p, repetition_penalty,
 ignore_eos, min_tokens, stop_token_ids. Fields a client may send that this
 server has no use for (user, metadata, ...) are ignored, as OpenAI does;
-features it does not implement (logit_bias, suffix, tools) are rejected with a
-400 rather than silently dropped.
+features it does not implement (logit_bias, suffix, tools, functions, the guided_*
+fields) are declared here only so that they are rejected with a 400 naming them,
+rather than silently dropped.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
@@ -24,6 +25,8 @@ MAX_STOP_SEQUENCES = 16
 MAX_PROMPTS = 64
 # torch.Generator seeds are 64-bit; the sampler hashes the seed, so any value in range works.
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+# top_k past the vocabulary means the whole vocabulary; the bound only refuses absurd numbers.
+MAX_TOP_K = 2**31 - 1
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 TokenIds = Annotated[list[NonNegativeInt], Field(min_length=1)]
@@ -54,7 +57,7 @@ class SamplingFields(OpenAIModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     # Extensions, as in vLLM.
-    top_k: int | None = Field(default=None, ge=-1)
+    top_k: int | None = Field(default=None, ge=-1, le=MAX_TOP_K)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
     ignore_eos: bool = False
@@ -62,6 +65,19 @@ class SamplingFields(OpenAIModel):
     stop_token_ids: list[NonNegativeInt] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    # vLLM's structured-output fields, not implemented here: declared to be refused by name.
+    guided_json: Any = None
+    guided_regex: Any = None
+    guided_choice: Any = None
+    guided_grammar: Any = None
+
+    def unsupported_fields(self) -> list[str]:
+        """Fields the client set that this server does not implement (each a 400)."""
+        return [name for name in UNSUPPORTED_FIELDS if getattr(self, name, None) is not None]
+
+
+UNSUPPORTED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar",
+                      "functions", "function_call", "parallel_tool_calls")
 
 
 # ---- /v1/completions --------------------------------------------------------------
@@ -122,6 +138,7 @@ class ChatMessage(OpenAIModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextContentPart] | None = None
     name: str | None = None
+    tool_calls: list[Any] | None = None  # declared to be refused: tool calling is not implemented
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -142,6 +159,10 @@ class ChatCompletionRequest(SamplingFields):
     response_format: ResponseFormat | None = None
     tools: list[dict] | None = None
     tool_choice: str | dict | None = None
+    # OpenAI's deprecated forms of tools, and its switch for them: refused by name.
+    functions: Any = None
+    function_call: Any = None
+    parallel_tool_calls: bool | None = None
     # Extensions, as in vLLM.
     add_generation_prompt: bool = True
 

@@ -7,6 +7,10 @@ Routes: /v1/completions, /v1/chat/completions, /v1/models, /tokenize,
 /detokenize (all behind the optional API key), /health, /metrics. The app's
 lifespan starts the engine thread and, on shutdown, drains it: in-flight
 requests finish or are aborted within `shutdown_deadline_s`.
+
+The POST routes read their bodies themselves (request_body.py: a size limit, and
+parsing off the event loop) instead of letting FastAPI parse them on the loop; the
+OpenAPI schema still documents each body, added in `_openapi`.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter
 
 from ruvonvllm import __version__
 from ruvonvllm.api import protocol as p
 from ruvonvllm.api.access_log import AccessLogMiddleware
 from ruvonvllm.api.auth import APIKeyMiddleware
-from ruvonvllm.api.chat import create_chat_completion, render_messages
+from ruvonvllm.api.chat import create_chat_completion, messages_size, render_messages
 from ruvonvllm.api.completions import create_completion
 from ruvonvllm.api.errors import install_error_handlers, model_not_found
+from ruvonvllm.api.request_body import DEFAULT_MAX_REQUEST_BYTES, RequestBodies
 from ruvonvllm.api.serving import ServingContext
 from ruvonvllm.engine.async_engine import AsyncEngine
 from ruvonvllm.engine.llm_engine import LLMEngine
@@ -43,7 +49,17 @@ _GENERATION_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: _ERROR | {"description": "Unknown model."},
     503: _ERROR | {"description": "The waiting queue is full or the server is shutting down; see Retry-After."},
 }
+_GENERATION_RESPONSES[413] = _ERROR | {"description": "The request body is larger than --max-request-bytes."}
 _SIMPLE_RESPONSES: dict[int | str, dict[str, Any]] = {k: v for k, v in _GENERATION_RESPONSES.items() if k != 200}
+
+# The body each POST route parses itself: its type, and its name in the OpenAPI schema.
+_BODIES: dict[str, tuple[TypeAdapter, list[type]]] = {
+    "/v1/completions": (TypeAdapter(p.CompletionRequest), [p.CompletionRequest]),
+    "/v1/chat/completions": (TypeAdapter(p.ChatCompletionRequest), [p.ChatCompletionRequest]),
+    "/tokenize": (TypeAdapter(p.TokenizeCompletionRequest | p.TokenizeChatRequest),
+                  [p.TokenizeCompletionRequest, p.TokenizeChatRequest]),
+    "/detokenize": (TypeAdapter(p.DetokenizeRequest), [p.DetokenizeRequest]),
+}
 
 
 def served_name_for(engine: LLMEngine) -> str:
@@ -56,22 +72,28 @@ def served_name_for(engine: LLMEngine) -> str:
 
 
 def build_app(engine: LLMEngine | AsyncEngine, served_model_name: str | None = None, api_key: str | None = None,
-              max_waiting: int | None = None, shutdown_deadline_s: float = 30.0) -> FastAPI:
+              max_waiting: int | None = None, shutdown_deadline_s: float = 30.0,
+              max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+              allow_special_tokens_in_content: bool = False) -> FastAPI:
     """A FastAPI app serving `engine` under `served_model_name`.
 
     Pass an LLMEngine (wrapped here, with max_waiting) or an AsyncEngine you built.
+    allow_special_tokens_in_content: encode "<|im_start|>" and the like inside chat
+    messages as control tokens (vLLM's behaviour) instead of as text.
     """
     async_engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine(engine, max_waiting=max_waiting)
     name = served_model_name or served_name_for(async_engine.engine)
     metrics = ServerMetrics(name)
     async_engine.observers.append(metrics.observe_step)
-    ctx = ServingContext(async_engine, name, metrics)
+    bodies = RequestBodies(max_request_bytes)
+    ctx = ServingContext(async_engine, name, metrics, bodies, allow_special_tokens_in_content)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         async_engine.start()
         yield
         await async_engine.shutdown(shutdown_deadline_s)
+        bodies.close()
 
     app = FastAPI(title="RuvonVLLM", version=__version__, lifespan=lifespan,
                   description="An OpenAI-compatible server for the RuvonVLLM engine.")
@@ -88,17 +110,21 @@ def build_app(engine: LLMEngine | AsyncEngine, served_model_name: str | None = N
 
 
 def _add_routes(app: FastAPI, ctx: ServingContext) -> None:
+    def parse(raw_request: Request):
+        adapter, _ = _BODIES[raw_request.url.path]
+        return ctx.bodies.parse(raw_request, adapter)
+
     @app.post("/v1/completions", response_model=p.CompletionResponse, responses=_GENERATION_RESPONSES)
-    async def completions(request: p.CompletionRequest, raw_request: Request) -> Response:
-        return await create_completion(ctx, request, raw_request)
+    async def completions(raw_request: Request) -> Response:
+        return await create_completion(ctx, await parse(raw_request), raw_request)
 
     @app.post("/v1/chat/completions", response_model=p.ChatCompletionResponse, responses=_GENERATION_RESPONSES)
-    async def chat_completions(request: p.ChatCompletionRequest, raw_request: Request) -> Response:
-        return await create_chat_completion(ctx, request, raw_request)
+    async def chat_completions(raw_request: Request) -> Response:
+        return await create_chat_completion(ctx, await parse(raw_request), raw_request)
 
     def model_card() -> p.ModelCard:
-        return p.ModelCard(id=ctx.served_model_name, root=ctx.engine.engine.loaded.source,
-                           max_model_len=ctx.max_model_len)
+        # root is the served name, never the file's path: a path tells clients about the host.
+        return p.ModelCard(id=ctx.served_model_name, root=ctx.served_model_name, max_model_len=ctx.max_model_len)
 
     @app.get("/v1/models", response_model=p.ModelList, responses=_SIMPLE_RESPONSES)
     async def list_models() -> p.ModelList:
@@ -111,19 +137,34 @@ def _add_routes(app: FastAPI, ctx: ServingContext) -> None:
         return model_card()
 
     @app.post("/tokenize", response_model=p.TokenizeResponse, responses=_SIMPLE_RESPONSES)
-    async def tokenize(request: p.TokenizeCompletionRequest | p.TokenizeChatRequest) -> p.TokenizeResponse:
+    async def tokenize(raw_request: Request) -> Response:
+        request = await parse(raw_request)
         ctx.check_model(request.model)
-        if isinstance(request, p.TokenizeChatRequest):
-            tokens = render_messages(ctx, request.messages, request.add_generation_prompt)
-        else:
-            tokens = ctx.tokenizer.encode(request.prompt, add_special_tokens=request.add_special_tokens)
-        return p.TokenizeResponse(count=len(tokens), max_model_len=ctx.max_model_len, tokens=tokens)
+
+        def tokenize_to_json() -> str:  # through ctx.bodies.run: tokenizing grows with the text
+            # Only prompts the model can take are counted (unlike vLLM's /tokenize): the ids of a
+            # prompt past the context are of no use, and writing millions out stalls the server.
+            if isinstance(request, p.TokenizeChatRequest):
+                tokens, param = render_messages(ctx, request.messages, request.add_generation_prompt), "messages"
+            else:
+                ctx.check_text_fits(len(request.prompt), "prompt")
+                tokens = ctx.tokenizer.encode(request.prompt, request.add_special_tokens, limit=ctx.max_model_len)
+                param = "prompt"
+            if len(tokens) >= ctx.max_model_len:
+                ctx.check_context(tokens, None, param)
+            return p.TokenizeResponse(count=len(tokens), max_model_len=ctx.max_model_len,
+                                      tokens=tokens).model_dump_json()
+
+        size = messages_size(request.messages) if isinstance(request, p.TokenizeChatRequest) else len(request.prompt)
+        return Response(await ctx.bodies.run(tokenize_to_json, size=size), media_type="application/json")
 
     @app.post("/detokenize", response_model=p.DetokenizeResponse, responses=_SIMPLE_RESPONSES)
-    async def detokenize(request: p.DetokenizeRequest) -> p.DetokenizeResponse:
+    async def detokenize(raw_request: Request) -> p.DetokenizeResponse:
+        request = await parse(raw_request)
         ctx.check_model(request.model)
         ctx.check_token_ids(request.tokens, "tokens")
-        return p.DetokenizeResponse(prompt=ctx.tokenizer.decode(request.tokens))
+        return p.DetokenizeResponse(prompt=await ctx.bodies.run(ctx.tokenizer.decode, request.tokens,
+                                                                size=len(request.tokens)))
 
     @app.get("/health", response_model=p.HealthResponse,
              responses={503: {"model": p.HealthResponse, "description": "Draining or dead."}})
@@ -144,5 +185,21 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for path in schema.get("paths", {}).values():
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)
+        _document_request_bodies(schema)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _document_request_bodies(schema: dict[str, Any]) -> None:
+    """Each POST route's body schema (the routes parse their bodies themselves, so FastAPI cannot see it)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for path, (_, models) in _BODIES.items():
+        refs = []
+        for model in models:
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(model_schema.pop("$defs", {}))
+            components[model.__name__] = model_schema
+            refs.append({"$ref": f"#/components/schemas/{model.__name__}"})
+        body = refs[0] if len(refs) == 1 else {"anyOf": refs}
+        schema["paths"][path]["post"]["requestBody"] = {
+            "required": True, "content": {"application/json": {"schema": body}}}

@@ -20,7 +20,14 @@ from pydantic import BaseModel
 
 from ruvonvllm.api.errors import APIError, bad_request, model_not_found, overloaded
 from ruvonvllm.api.protocol import SamplingFields, Usage
-from ruvonvllm.engine.async_engine import AsyncEngine, EngineNotAccepting, QueueFull, RequestStream
+from ruvonvllm.api.request_body import RequestBodies
+from ruvonvllm.engine.async_engine import (
+    AsyncEngine,
+    EngineNotAccepting,
+    QueueFull,
+    RequestStream,
+    TooManySequences,
+)
 from ruvonvllm.metrics.collectors import ServerMetrics
 from ruvonvllm.outputs import RequestOutput
 from ruvonvllm.sampling.params import SamplingParams
@@ -34,10 +41,14 @@ class ClientDisconnected(Exception):
 
 
 class ServingContext:
-    def __init__(self, engine: AsyncEngine, served_model_name: str, metrics: ServerMetrics) -> None:
+    def __init__(self, engine: AsyncEngine, served_model_name: str, metrics: ServerMetrics,
+                 bodies: RequestBodies | None = None, special_tokens_in_content: bool = False) -> None:
         self.engine = engine
         self.served_model_name = served_model_name
         self.metrics = metrics
+        self.bodies = bodies or RequestBodies()
+        # False: special-token strings in chat content are text (tokenizer.py says why).
+        self.special_tokens_in_content = special_tokens_in_content
         self.tokenizer = engine.tokenizer
         self.max_model_len = engine.max_model_len
         self.vocab_size = engine.engine.loaded.config.vocab_size
@@ -60,7 +71,8 @@ class ServingContext:
         if not prompt_ids:
             raise bad_request(f"{prompt_param} must not be empty", prompt_param)
         if len(prompt_ids) >= self.max_model_len:
-            raise bad_request(f"{prompt_param} is {len(prompt_ids)} tokens, but the model's context is "
+            # Text is tokenized only up to the context (encode's limit): past it, "or more".
+            raise bad_request(f"{prompt_param} is {len(prompt_ids)} tokens or more, but the model's context is "
                               f"{self.max_model_len} tokens; it must be at most {self.max_model_len - 1}",
                               prompt_param, "context_length_exceeded")
         if max_tokens is not None and len(prompt_ids) + max_tokens > self.max_model_len:
@@ -69,7 +81,21 @@ class ServingContext:
                               f"{self.max_model_len - len(prompt_ids)} tokens", max_tokens_param,
                               "context_length_exceeded")
 
+    def check_text_fits(self, num_chars: int, param: str) -> None:
+        """Refuse text too long for the context whatever it tokenizes to, before tokenizing it.
+
+        Tokenizing 5 MB takes seconds of a core, and freeing the tokenizer's result (a million
+        token objects) holds Python's lock for about 0.15 s, stalling every request.
+        """
+        max_chars = self.max_model_len * self.tokenizer.max_chars_per_token
+        if num_chars > max_chars:
+            raise bad_request(f"{param} is {num_chars:,} characters, more than the model's context of "
+                              f"{self.max_model_len} tokens can hold (a token stands for at most "
+                              f"{self.tokenizer.max_chars_per_token} characters)", param, "context_length_exceeded")
+
     def check_token_ids(self, token_ids: list[int], param: str) -> None:
+        if not token_ids or max(token_ids) < self.vocab_size:  # max() runs in C: the common case is fast
+            return
         bad = next((t for t in token_ids if t >= self.vocab_size), None)
         if bad is not None:
             raise bad_request(f"{param}: token id {bad} is outside the vocabulary [0, {self.vocab_size})", param)
@@ -89,6 +115,9 @@ class ServingContext:
             self.metrics.observe_rejected("not_accepting")
             raise APIError(503, str(e), "server_error", code="unavailable",
                            headers={"Retry-After": str(self.engine.retry_after_s)}) from e
+        except TooManySequences as e:
+            # More prompts than the queue holds is the prompt list's fault; one prompt, n's.
+            raise bad_request(str(e), "prompt" if len(requests) > 1 else "n") from e
         except ValueError as e:
             raise bad_request(str(e), param_named_in(str(e), fields)) from e
 

@@ -113,3 +113,55 @@ def serve_benchmark(
         console.print(f"[dim]plot written to {plot}[/]")
     if result.num_completed == 0:
         raise typer.Exit(1)
+
+
+@bench_app.command("stall")
+def stall_benchmark(
+    base_url: Annotated[str, typer.Option("--base-url", help="The server, e.g. http://127.0.0.1:8000.")]
+        = "http://127.0.0.1:8000",
+    model: Annotated[Optional[str], typer.Option(help="Model name to send; default: the server's first.")] = None,
+    prompt_mb: Annotated[float, typer.Option("--prompt-mb", help="Size of the big prompts (MB).")] = 5.0,
+    oversized_mb: Annotated[Optional[float], typer.Option("--oversized-mb", help="Also send a body this big "
+                                                          "(MB), which the server should refuse.")] = None,
+    quiet_s: Annotated[float, typer.Option("--quiet-s", help="Seconds of probing before the big requests.")] = 3.0,
+    loaded_s: Annotated[float, typer.Option("--loaded-s", help="Seconds of sending big requests.")] = 4.0,
+    interval_s: Annotated[float, typer.Option("--interval-s", help="Pause after each big request.")] = 0.25,
+    kind: Annotated[Optional[list[str]], typer.Option("--kind", help="Which big requests (repeatable): "
+                                                      "tokenize, completion, chat, completion-ids, oversized; "
+                                                      "default: all.")] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", help="Bearer token; default: $RUVON_API_KEY.")]
+        = None,
+    json_path: Annotated[Optional[str], typer.Option("--json", help="Write the results here.")] = None,
+) -> None:
+    """Time /health and a running stream while multi-megabyte requests arrive: does one stall the rest?"""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from ruvonvllm.bench.stall import BIG_REQUEST_KINDS, measure_stall
+    from ruvonvllm.config import env_str
+
+    api_key = api_key or env_str("RUVON_API_KEY")
+    model = model or _first_model(base_url, api_key)
+    with console.status(f"probing {base_url}: {quiet_s:g} s quiet, then {loaded_s:g} s of {prompt_mb:g} MB requests"):
+        result = measure_stall(base_url, model, prompt_mb, oversized_mb, quiet_s, loaded_s, api_key,
+                               tuple(kind) if kind else BIG_REQUEST_KINDS, interval_s)
+    table = Table(title=f"Stall under big requests: {base_url}")
+    for column in ("phase", "samples", "/health p50 (ms)", "/health max (ms)", "token gap p50 (ms)",
+                   "token gap max (ms)"):
+        table.add_column(column, justify="right" if column != "phase" else "left")
+    for phase, times in (("quiet", result.quiet), ("big requests", result.loaded)):
+        table.add_row(phase, str(len(times.health_ms)),
+                      f"{times.health.p50:.1f}", f"{max(times.health_ms, default=0):.1f}",
+                      f"{times.token_gap.p50:.1f}", f"{max(times.token_gap_ms, default=0):.1f}")
+    console.print(table)
+    for answer, count in sorted(result.answers.items()):
+        console.print(f"  {count} x {answer}", highlight=False)
+    if result.big_request_s:
+        console.print(f"  slowest big request answered in {max(result.big_request_s):.2f} s", highlight=False)
+    if json_path:
+        data = dataclasses.asdict(result)
+        Path(json_path).write_text(json.dumps(data, indent=2) + "\n")
+        console.print(f"[dim]results written to {json_path}[/]")

@@ -16,6 +16,8 @@ from typing import Annotated, Optional
 import typer
 import uvicorn
 
+from ruvonvllm.api.connection_timeouts import DEFAULT_HEADER_TIMEOUT_S
+from ruvonvllm.api.request_body import DEFAULT_MAX_REQUEST_BYTES
 from ruvonvllm.commands import options as opt
 
 # After the drain deadline, a little longer for aborted streams to reach their clients.
@@ -44,8 +46,21 @@ def serve(
     shutdown_timeout: Annotated[float, typer.Option(
         "--shutdown-timeout", help="Seconds in-flight requests may run after SIGTERM before being aborted.")] = 30.0,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    max_request_bytes: Annotated[int, typer.Option(
+        "--max-request-bytes", min=1, help="Largest request body accepted; larger ones get a 413.")]
+        = DEFAULT_MAX_REQUEST_BYTES,
+    header_timeout: Annotated[float, typer.Option(
+        "--header-timeout", min=0.001, help="Seconds a client has to send a request's headers before its "
+                                            "connection is closed.")] = DEFAULT_HEADER_TIMEOUT_S,
+    keep_alive_timeout: Annotated[int, typer.Option(
+        "--keep-alive-timeout", min=1, help="Seconds an idle keep-alive connection stays open.")] = 5,
+    allow_special_tokens_in_content: Annotated[bool, typer.Option(
+        "--allow-special-tokens-in-content", help="Encode special-token strings inside chat messages (such as "
+        "<|im_start|>) as control tokens, as vLLM does; by default they are text, so a user cannot forge a "
+        "system turn.")] = False,
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API."""
+    from ruvonvllm.api.connection_timeouts import header_timeout_protocol
     from ruvonvllm.api.server import build_app
     from ruvonvllm.commands.main import build_llm, console, fail
     from ruvonvllm.config import env_str
@@ -61,11 +76,13 @@ def serve(
                                      enforce_eager, quantization))
     engine = AsyncEngine(llm.engine, max_waiting=max_waiting, num_threads=engine_threads)
     api_key = api_key or env_str("RUVON_API_KEY")
-    app = build_app(engine, served_model_name, api_key=api_key, shutdown_deadline_s=shutdown_timeout)
+    app = build_app(engine, served_model_name, api_key=api_key, shutdown_deadline_s=shutdown_timeout,
+                    max_request_bytes=max_request_bytes,
+                    allow_special_tokens_in_content=allow_special_tokens_in_content)
     name = app.state.serving.served_model_name
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=int(shutdown_timeout + CLOSE_GRACE_S),
-                            timeout_keep_alive=5)
+                            timeout_keep_alive=keep_alive_timeout, http=header_timeout_protocol(header_timeout))
     server = DrainingServer(config, engine, shutdown_timeout)
     console.print(f"Serving [bold]{name}[/] on http://{host}:{port} (scheduler {scheduler}, "
                   f"max_num_seqs {max_num_seqs}, max_waiting {max_waiting}"

@@ -48,6 +48,10 @@ class QueueFull(Exception):
     """The waiting queue is at its bound: try again later."""
 
 
+class TooManySequences(ValueError):
+    """One request asks for more sequences (prompts x n) than may ever wait at once."""
+
+
 class EngineNotAccepting(Exception):
     """The engine is shutting down, or has died: it takes no new requests."""
 
@@ -311,8 +315,8 @@ class AsyncEngine:
         if self.max_waiting is None:
             return
         if num_seqs > max(self.max_waiting, 1):
-            raise ValueError(f"n: this request needs {num_seqs} sequences (prompts x n) but at most "
-                             f"{self.max_waiting} may wait at once (max_waiting)")
+            raise TooManySequences(f"this request needs {num_seqs} sequences (prompts x n) but at most "
+                                   f"{self.max_waiting} may wait at once (max_waiting)")
         waiting = self.snapshot.stats.num_waiting + self._num_pending_seqs
         if waiting + num_seqs > self.max_waiting:
             raise QueueFull(f"the waiting queue is full ({waiting} sequences waiting, "
