@@ -203,3 +203,34 @@ def _finite(value) -> bool:
     if isinstance(value, dict):
         return all(map(_finite, value.values()))
     return True
+
+
+def test_a_body_that_stops_arriving_gets_a_408():
+    """RequestBodies.read, on a request whose body sends one chunk and then nothing."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from ruvonvllm.api.errors import APIError
+    from ruvonvllm.api.request_body import RequestBodies
+
+    async def receive():
+        if not sent:
+            sent.append(True)
+            return {"type": "http.request", "body": b'{"prompt": ', "more_body": True}
+        await asyncio.sleep(3600)
+
+    async def read_it():
+        request = Request({"type": "http", "method": "POST", "headers": [], "path": "/v1/completions"}, receive)
+        bodies = RequestBodies(idle_timeout_s=0.2)
+        try:
+            return await bodies.read(request)
+        finally:
+            bodies.close()
+
+    sent: list[bool] = []
+    start = time.monotonic()
+    with pytest.raises(APIError) as refused:
+        asyncio.run(read_it())
+    assert refused.value.status_code == 408 and refused.value.code == "request_timeout"
+    assert time.monotonic() - start < 2
