@@ -1,12 +1,27 @@
-"""What the engine hands back for a request: RequestOutput, as in vLLM."""
+"""What the engine hands back for a request: RequestOutput, as in vLLM.
+
+Plain data below every layer that produces or reads it (sampling, the engine, the API):
+it imports nothing of ruvonvllm.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ruvonvllm.engine.plan import Logprob, PositionLogprobs
+__all__ = ["CompletionOutput", "Logprob", "PositionLogprobs", "RequestMetrics", "RequestOutput"]
 
-__all__ = ["CompletionOutput", "Logprob", "RequestMetrics", "RequestOutput"]
+
+@dataclass
+class Logprob:
+    """A token's log-probability, its rank in the distribution (1 = most likely) and text."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+# token id -> Logprob, for one position: the chosen token plus the top-N.
+PositionLogprobs = dict[int, Logprob]
 
 
 @dataclass

@@ -17,8 +17,9 @@ pytest.importorskip("triton")
 from ruvonvllm.attention.kernels.common import interpreting  # noqa: E402
 from ruvonvllm.layers.rotary import RotaryEmbedding  # noqa: E402
 from ruvonvllm.ops import use_triton_kernels  # noqa: E402
+from ruvonvllm.ops.kv_cache import KVCacheWrite  # noqa: E402
 from ruvonvllm.ops.rms_norm import rms_norm_reference, rms_norm_triton  # noqa: E402
-from ruvonvllm.ops.rotary import KVCacheWrite, QKNorm, rotate_qk_reference_, rotate_qk_triton_  # noqa: E402
+from ruvonvllm.ops.rotary import QKNorm, rotate_qk_reference_, rotate_qk_triton_  # noqa: E402
 from ruvonvllm.ops.silu_and_mul import silu_and_mul_reference, silu_and_mul_triton  # noqa: E402
 
 DEVICE = kernel_test_device()

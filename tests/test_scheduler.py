@@ -17,9 +17,10 @@ import pytest
 
 from ruvonvllm.config import SchedulerConfig
 from ruvonvllm.engine.block_manager import BlockManager
-from ruvonvllm.engine.plan import Logprob, ModelRunnerOutput, SchedulerOutput
+from ruvonvllm.engine.plan import ModelRunnerOutput, SchedulerOutput
 from ruvonvllm.engine.scheduler import Scheduler
 from ruvonvllm.engine.sequence import Sequence, SequenceStatus
+from ruvonvllm.outputs import Logprob
 from ruvonvllm.sampling.params import SamplingParams
 
 EOS = 1  # the fake model only emits tokens in [10, 110)

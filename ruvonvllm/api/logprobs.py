@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ruvonvllm.api.protocol import ChatChoiceLogprobs, ChatTokenLogprob, CompletionLogprobs, TopLogprob
-from ruvonvllm.engine.plan import PositionLogprobs
+from ruvonvllm.outputs import PositionLogprobs
 
 TokenText = Callable[[int], str]  # token id -> its text
 

@@ -16,19 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ruvonvllm.attention.base import AttentionBackend, AttentionMetadata
-
-
-def write_kv_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
-                   v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """Store each new token's K/V at its slot. Slots < 0 mean "don't store" (padding)."""
-    num_blocks, block_size, num_kv_heads, head_dim = k_cache.shape
-    if slot_mapping.numel() and bool((slot_mapping < 0).any()):  # padding tokens: index_copy_ can't skip
-        keep = slot_mapping >= 0
-        key, value, slot_mapping = key[keep], value[keep], slot_mapping[keep]
-    flat_k = k_cache.view(num_blocks * block_size, num_kv_heads, head_dim)
-    flat_v = v_cache.view(num_blocks * block_size, num_kv_heads, head_dim)
-    flat_k.index_copy_(0, slot_mapping, key.to(k_cache.dtype))
-    flat_v.index_copy_(0, slot_mapping, value.to(v_cache.dtype))
+from ruvonvllm.ops.kv_cache import write_kv_cache
 
 
 def context_block_ids(block_tables: torch.Tensor, max_seq_len: int, block_size: int) -> torch.Tensor:

@@ -25,10 +25,11 @@ from ruvonvllm.config import CacheConfig
 from ruvonvllm.engine.block_tables import BlockTableMirror
 from ruvonvllm.engine.kv_budget import num_kv_blocks
 from ruvonvllm.engine.model_inputs import InputBuffer, StepBatch
-from ruvonvllm.engine.plan import ModelRunnerOutput, PositionLogprobs, ScheduledSequence, SchedulerOutput
+from ruvonvllm.engine.plan import ModelRunnerOutput, ScheduledSequence, SchedulerOutput
 from ruvonvllm.engine.sequence import Sequence
 from ruvonvllm.layers.attention import allocate_kv_caches, bind_kv_caches, kv_bytes_per_token
 from ruvonvllm.model.loader import LoadedModel
+from ruvonvllm.outputs import PositionLogprobs
 from ruvonvllm.sampling.logprobs import compute_prompt_logprobs, to_position_logprobs
 from ruvonvllm.sampling.sampler import Sampler, SamplerOutput
 from ruvonvllm.sampling.sampling_batch import SamplingBatch

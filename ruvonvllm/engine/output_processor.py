@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ruvonvllm.engine.plan import ModelRunnerOutput, PositionLogprobs, ScheduledSequence
+from ruvonvllm.engine.plan import ModelRunnerOutput, ScheduledSequence
 from ruvonvllm.engine.sequence import Sequence
-from ruvonvllm.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from ruvonvllm.outputs import CompletionOutput, PositionLogprobs, RequestMetrics, RequestOutput
 from ruvonvllm.sampling.detokenizer import IncrementalDetokenizer
 from ruvonvllm.sampling.params import RequestOutputKind, SamplingParams
 from ruvonvllm.sampling.stop import StopChecker

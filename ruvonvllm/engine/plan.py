@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ruvonvllm.engine.sequence import Sequence
+from ruvonvllm.outputs import PositionLogprobs
 
 
 @dataclass
@@ -50,19 +51,6 @@ class SchedulerOutput:
     @property
     def is_empty(self) -> bool:
         return not self.scheduled
-
-
-@dataclass
-class Logprob:
-    """A token's log-probability, its rank in the distribution (1 = most likely) and text."""
-
-    logprob: float
-    rank: int | None = None
-    decoded_token: str | None = None
-
-
-# token id -> Logprob, for one position: the chosen token plus the top-N.
-PositionLogprobs = dict[int, Logprob]
 
 
 @dataclass

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ruvonvllm.attention.base import AttentionBackend, AttentionMetadata
-from ruvonvllm.ops.rotary import KVCacheWrite
+from ruvonvllm.ops.kv_cache import KVCacheWrite
 
 
 class PagedAttention(nn.Module):

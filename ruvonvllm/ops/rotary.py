@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ruvonvllm.ops import use_triton_kernels
+from ruvonvllm.ops.kv_cache import KVCacheWrite, write_kv_cache
 
 
 @dataclass
@@ -49,15 +50,6 @@ class QKNorm:
     q_weight: torch.Tensor  # [head_dim]
     k_weight: torch.Tensor  # [head_dim]
     eps: float
-
-
-@dataclass(frozen=True)
-class KVCacheWrite:
-    """Where a layer's new k and v rows go: its paged cache, at each token's slot (< 0: padding)."""
-
-    k_cache: torch.Tensor       # [num_blocks, block_size, num_kv_heads, head_dim]
-    v_cache: torch.Tensor
-    slot_mapping: torch.Tensor  # [T] int64
 
 
 def writes_kv_cache(qkv: torch.Tensor) -> bool:
@@ -97,7 +89,6 @@ def rotate_qk_reference_(qkv: torch.Tensor, angles: RotaryAngles, num_q_heads: i
     # Each product rounds in x's dtype before the sum, exactly like HF's q * cos + rotate_half(q) * sin.
     heads.copy_(heads * angles.cos_full.to(qkv.dtype) + swapped * angles.sin_signed.to(qkv.dtype))
     if kv_write is not None:
-        from ruvonvllm.attention.torch_backend import write_kv_cache
         v = qkv[:, q_size + k_size:q_size + 2 * k_size].view(num_tokens, num_kv_heads, head_dim)
         write_kv_cache(k, v, kv_write.k_cache, kv_write.v_cache, kv_write.slot_mapping)
 

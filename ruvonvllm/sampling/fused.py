@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import torch
 
-from ruvonvllm.engine.sequence import Sequence
 from ruvonvllm.ops import use_triton_kernels
 from ruvonvllm.sampling.params import SamplingParams
 from ruvonvllm.sampling.sampling_batch import SamplingBatch
+from ruvonvllm.sampling.sampling_row import PlainSamplingRow
 
 # Tokens per program: 4,096 float32 logits (16 KB) keeps loads wide and the partial winners few
 # (37 per row of a 151,936-token vocabulary).
@@ -78,7 +78,7 @@ def compile_kernel(vocab_size: int, device: torch.device) -> None:
     logits = torch.zeros(1, vocab_size, device=device)
     if not use_triton_kernels(logits):
         return
-    warm_up_row = Sequence("sampler-warm-up", [0], SamplingParams(temperature=1.0))
+    warm_up_row = PlainSamplingRow(SamplingParams(temperature=1.0))
     fused_sample(logits, SamplingBatch.from_sequences([warm_up_row], vocab_size, device))
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ruvonvllm.engine.plan import Logprob, PositionLogprobs
+from ruvonvllm.outputs import Logprob, PositionLogprobs
 
 # Rows of prompt logits turned into logprobs at a time: bounds the [rows, V] temporaries.
 PROMPT_LOGPROBS_CHUNK = 512

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ruvonvllm.engine.sequence import Sequence
+from ruvonvllm.sampling.sampling_row import SamplingRow
+
 
 
 def _padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tensor:
@@ -51,7 +52,7 @@ class Penalties:
     prompt_mask: torch.Tensor | None  # [B, V] bool: token occurs in the prompt; None if no row needs it
 
     @classmethod
-    def from_sequences(cls, seqs: list[Sequence], vocab_size: int,
+    def from_sequences(cls, seqs: list[SamplingRow], vocab_size: int,
                        device: torch.device) -> Penalties | None:
         """None when no row has a penalty, so the common case costs nothing."""
         params = [s.sampling_params for s in seqs]
@@ -93,7 +94,7 @@ class MinTokensMask:
     token_ids: torch.Tensor  # [K] int64
 
     @classmethod
-    def from_sequences(cls, seqs: list[Sequence], vocab_size: int,
+    def from_sequences(cls, seqs: list[SamplingRow], vocab_size: int,
                        device: torch.device) -> MinTokensMask | None:
         rows: list[int] = []
         token_ids: list[int] = []

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ruvonvllm.engine.sequence import Sequence
 from ruvonvllm.sampling.penalties import MinTokensMask, Penalties
+from ruvonvllm.sampling.sampling_row import SamplingRow
 
 
 def step_seed(seed: int, index: int, step: int) -> int:
@@ -54,7 +54,7 @@ class SamplingBatch:
         return len(self.num_logprobs)
 
     @classmethod
-    def from_sequences(cls, seqs: list[Sequence], vocab_size: int, device: torch.device) -> SamplingBatch:
+    def from_sequences(cls, seqs: list[SamplingRow], vocab_size: int, device: torch.device) -> SamplingBatch:
         if not seqs:
             raise ValueError("a SamplingBatch needs at least one sequence")
         params = [s.sampling_params for s in seqs]
