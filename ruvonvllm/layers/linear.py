@@ -68,23 +68,18 @@ class MergedLinear(Linear):
 def replace_linears(model: nn.Module, make_layer: Callable[[torch.Tensor, torch.Tensor | None], nn.Module]) -> int:
     """Replace every nn.Linear of `model` by make_layer(weight, bias) and set its output head.
 
-    The model provides `lm_head_weight()` and a `packed_lm_head` attribute that
-    its compute_logits uses when set; the head module is make_layer(head weight,
-    None). An untied head is itself an nn.Linear and becomes that same module,
-    built once. Returns the bytes the new layers hold (their `weight_bytes()`).
+    The model provides `lm_head_weight()` and an `lm_head` (layers/lm_head.py);
+    the head's layer is make_layer(head weight, None), installed with
+    `lm_head.pack`. Returns the bytes the new layers hold (their `weight_bytes()`).
     """
-    head_weight = model.lm_head_weight()
-    head = make_layer(head_weight, None)
+    head = make_layer(model.lm_head_weight(), None)
     total = head.weight_bytes()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if not isinstance(child, nn.Linear):
                 continue
-            if child.weight is head_weight:
-                setattr(parent, name, head)
-                continue
             layer = make_layer(child.weight, child.bias)
             setattr(parent, name, layer)
             total += layer.weight_bytes()
-    model.packed_lm_head = head
+    model.lm_head.pack(head)
     return total

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ruvonvllm.attention.base import AttentionMetadata
 from ruvonvllm.layers.activation import get_activation
 from ruvonvllm.layers.attention import PagedAttention
 from ruvonvllm.layers.linear import copy_weight
+from ruvonvllm.layers.lm_head import LMHead
 from ruvonvllm.model.config import ModelArchConfig
 from ruvonvllm.model.weight_utils import check_all_loaded
 
@@ -88,9 +88,7 @@ class GPT2LMHeadModel(nn.Module):
         super().__init__()
         self.config = config
         self.transformer = GPT2Model(config)
-        # Set by a transform after loading (layers/linear.py, replace_linears): the head as a
-        # oneDNN-packed or int8 layer on the CPU.
-        self.packed_lm_head: nn.Module | None = None
+        self.lm_head = LMHead(config.hidden_size, config.vocab_size, tied=True)  # GPT-2 always ties it to wte
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 attn_meta: AttentionMetadata) -> torch.Tensor:
@@ -101,10 +99,8 @@ class GPT2LMHeadModel(nn.Module):
         return self.transformer(input_ids, positions, attn_meta)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [N, hidden_size] -> logits [N, vocab_size] float32; the head is always tied to wte."""
-        if self.packed_lm_head is not None:
-            return self.packed_lm_head(hidden).float()
-        return F.linear(hidden, self.lm_head_weight()).float()
+        """hidden [N, hidden_size] -> logits [N, vocab_size] float32."""
+        return self.lm_head(hidden, self.transformer.wte.weight)
 
     def lm_head_weight(self) -> torch.Tensor:
         return self.transformer.wte.weight

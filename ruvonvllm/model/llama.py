@@ -22,13 +22,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ruvonvllm.attention.base import AttentionMetadata
 from ruvonvllm.layers.activation import ActAndMul
 from ruvonvllm.layers.attention import PagedAttention
 from ruvonvllm.layers.linear import Linear, MergedLinear, copy_weight
+from ruvonvllm.layers.lm_head import LMHead
 from ruvonvllm.layers.norm import RMSNorm
 from ruvonvllm.layers.rotary import RotaryEmbedding
 from ruvonvllm.model.config import ModelArchConfig
@@ -146,13 +146,7 @@ class LlamaForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.model = LlamaModel(config)
-        # A tied head reads the embedding matrix directly instead of sharing a Parameter:
-        # sharing would not survive the meta-device construction + to_empty of the loader.
-        if not config.tie_word_embeddings:
-            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        # Set by a transform after loading (layers/linear.py, replace_linears): the head as a
-        # oneDNN-packed or int8 layer on the CPU.
-        self.packed_lm_head: nn.Module | None = None
+        self.lm_head = LMHead(config.hidden_size, config.vocab_size, tied=config.tie_word_embeddings)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 attn_meta: AttentionMetadata) -> torch.Tensor:
@@ -161,13 +155,11 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden_size] -> logits [N, vocab_size] float32."""
-        if self.packed_lm_head is not None:
-            return self.packed_lm_head(hidden).float()
-        return F.linear(hidden, self.lm_head_weight()).float()
+        return self.lm_head(hidden, self.model.embed_tokens.weight)
 
     def lm_head_weight(self) -> torch.Tensor:
         """[vocab_size, hidden_size]: the embedding matrix when tied."""
-        return self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
+        return self.lm_head.weight_or(self.model.embed_tokens.weight)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy a complete HF-named checkpoint into the allocated parameters, one tensor at a time."""
