@@ -238,3 +238,51 @@ def test_check_invariants_catches_a_leaked_reference():
 def test_bad_sizes_raise(num_blocks, block_size):
     with pytest.raises(ValueError):
         BlockManager(num_blocks, block_size)
+
+
+def test_cached_blocks_carry_the_keys_a_router_computes_from_the_tokens_alone():
+    """prefix_block_keys (what a prefix-aware router computes) names exactly the blocks the manager caches."""
+    from ruvonvllm.prefix_blocks import prefix_block_keys
+    bm = BlockManager(num_blocks=8, block_size=BLOCK)
+    tokens = [5, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]  # two full blocks and a partial one
+    seq = make_seq(tokens)
+    compute(bm, seq, 6)  # in two chunks, as chunked prefill does
+    compute(bm, seq)
+    keys = prefix_block_keys(tokens, BLOCK)
+    assert len(keys) == 2
+    assert [bm._block_keys[block] for block in seq.block_table[:2]] == keys
+    assert bm._block_keys[seq.block_table[2]] is None  # the partial block has no key
+    # A different first block changes every key after it: the key names the whole prefix.
+    assert prefix_block_keys([0] + tokens[1:], BLOCK)[1] != keys[1]
+    with pytest.raises(ValueError, match="block_size"):
+        prefix_block_keys(tokens, 0)
+
+
+def test_free_tail_gives_back_the_blocks_of_rejected_tokens():
+    """Speculative decoding's rollback: slots for 1 + 5 proposed tokens, 2 kept; the rest go back."""
+    from ruvonvllm.prefix_blocks import prefix_block_keys
+    bm = BlockManager(num_blocks=8, block_size=BLOCK)
+    seq = make_seq([3, 1, 4, 1, 5, 9])  # one full block and a partial one
+    admit(bm, seq)
+    free_before = bm.num_free_blocks
+    assert bm.allocate_slots(seq, 6)  # the last token plus 5 proposals: slots up to 12, three blocks
+    assert len(seq.block_table) == 3
+    # Verification accepts 2 proposals: the sequence has 6 + 2 + 1 (bonus) tokens, 8 with K/V.
+    for token in (2, 6, 5):
+        seq.append_token(token)
+    seq.num_computed_tokens = 8
+    bm.free_tail(seq, seq.num_tokens)
+    assert len(seq.block_table) == 3  # 9 tokens still need three blocks of 4
+    bm.free_tail(seq, 8)
+    assert len(seq.block_table) == 2 and bm.num_free_blocks == free_before
+    bm.check_invariants()
+    # The kept blocks are keyed as if no proposal had ever been written.
+    bm.cache_computed_blocks(seq)
+    assert [bm._block_keys[b] for b in seq.block_table] == prefix_block_keys(seq.token_ids[:8], BLOCK)
+    bm.check_invariants()
+    # Keyed blocks are shared prefix-cache entries: no rollback into them.
+    with pytest.raises(ValueError, match="keyed blocks"):
+        bm.free_tail(seq, 7)
+    bm.free(seq)
+    bm.check_invariants()
+    assert bm.num_free_blocks == 8

@@ -7,7 +7,8 @@ here: the model runner owns the memory, this module only hands out block ids.
 
 Prefix caching (vLLM's automatic prefix caching, also nano-vllm's): a block that
 is full and computed gets a key, the hash of its parent block's key and its own
-token ids, so the key names the whole prefix up to the end of the block. A
+token ids, so the key names the whole prefix up to the end of the block
+(ruvonvllm/prefix_blocks.py, which a prefix-aware router shares). A
 later sequence whose prompt starts with the same tokens finds those keys and
 reuses the blocks instead of computing them again. Only full blocks are keyed:
 a partial block is still being written by its owner.
@@ -21,24 +22,10 @@ Every block is in exactly one of three states:
 
 from __future__ import annotations
 
-import hashlib
-from array import array
 from collections import Counter, OrderedDict, deque
 
 from ruvonvllm.engine.sequence import Sequence
-
-# Key of the (empty) parent of a sequence's first block.
-_ROOT_KEY = b""
-
-
-def _block_key(parent_key: bytes, token_ids: list[int]) -> bytes:
-    """Key of a full block: a digest of its parent's key and its tokens.
-
-    A cryptographic digest rather than Python's hash(): a collision would
-    silently attend to another prompt's K/V.
-    """
-    return hashlib.sha256(parent_key + array("q", token_ids).tobytes()).digest()
-
+from ruvonvllm.prefix_blocks import ROOT_KEY, block_key
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
@@ -97,14 +84,14 @@ class BlockManager:
         if seq.block_table:
             raise ValueError(f"{seq} already holds blocks; allocate_prefix is for sequences without any")
         blocks: list[int] = []
-        key = _ROOT_KEY
+        key = ROOT_KEY
         # Prompt logprobs need logits at every prompt position, so such a request computes its
         # whole prompt (vLLM does the same).
         if self.enable_prefix_caching and seq.sampling_params.prompt_logprobs is None:
             tokens = seq.token_ids
             size = self.block_size
             for i in range((seq.num_tokens - 1) // size):
-                next_key = _block_key(key, tokens[i * size:(i + 1) * size])
+                next_key = block_key(key, tokens[i * size:(i + 1) * size])
                 block = self._cached_blocks.get(next_key)
                 if block is None:
                     break
@@ -137,7 +124,7 @@ class BlockManager:
         for _ in range(num_needed):
             seq.block_table.append(self._pop_block())
         self._holders[seq.seq_id] = seq
-        self._keyed_prefix.setdefault(seq.seq_id, (0, _ROOT_KEY))
+        self._keyed_prefix.setdefault(seq.seq_id, (0, ROOT_KEY))
         return True
 
     def cache_computed_blocks(self, seq: Sequence) -> None:
@@ -150,7 +137,7 @@ class BlockManager:
             return  # most decode steps: no block filled up since the last call
         size = self.block_size
         for i in range(num_keyed, num_full):
-            key = _block_key(key, seq.token_ids[i * size:(i + 1) * size])
+            key = block_key(key, seq.token_ids[i * size:(i + 1) * size])
             block = seq.block_table[i]
             # Another block may already hold the same prefix (two sequences computed
             # it at once). Keep that mapping; this copy stays unkeyed and goes back
@@ -164,7 +151,37 @@ class BlockManager:
         """Release seq's blocks. Keyed blocks stay reusable as prefix hits until evicted."""
         # Released last block first so that, under eviction, a sequence's tail goes
         # before its head: the head is the part other prompts are likeliest to share.
-        for block in reversed(seq.block_table):
+        self._release(reversed(seq.block_table))
+        seq.block_table = []
+        self._holders.pop(seq.seq_id, None)
+        self._keyed_prefix.pop(seq.seq_id, None)
+
+    def free_tail(self, seq: Sequence, num_tokens: int) -> None:
+        """Keep only the blocks seq needs for its first num_tokens slots; release the rest.
+
+        For a step that computed K/V for tokens it then rejected (speculative decoding's
+        proposals): their slots past num_tokens are garbage. The blocks kept may still
+        hold some of it, past num_tokens; later tokens overwrite it. A keyed block is
+        another prompt's prefix-cache hit, so rolling back into one is refused: only
+        blocks computed after the last `cache_computed_blocks` may be given back.
+        """
+        if num_tokens < 0:
+            raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
+        num_keyed, _ = self._keyed_prefix.get(seq.seq_id, (0, ROOT_KEY))
+        if num_tokens < num_keyed * self.block_size:
+            raise ValueError(f"{seq}: rolling back to {num_tokens} tokens would cut into its "
+                             f"{num_keyed} keyed blocks, which the prefix cache shares")
+        keep = self.num_blocks_for(num_tokens)
+        if keep >= len(seq.block_table):
+            return
+        tail = seq.block_table[keep:]
+        del seq.block_table[keep:]
+        self._release(reversed(tail))
+
+    # ---- internals ---------------------------------------------------------------
+    def _release(self, blocks) -> None:
+        """Drop one reference to each block; a block nobody holds becomes free, or evictable if keyed."""
+        for block in blocks:
             self._ref_counts[block] -= 1
             assert self._ref_counts[block] >= 0, f"block {block} released more often than taken"
             if self._ref_counts[block] == 0:
@@ -172,11 +189,7 @@ class BlockManager:
                     self._free.append(block)
                 else:
                     self._evictable[block] = None
-        seq.block_table = []
-        self._holders.pop(seq.seq_id, None)
-        self._keyed_prefix.pop(seq.seq_id, None)
 
-    # ---- internals ---------------------------------------------------------------
     def _take(self, block: int) -> None:
         """Add a reference to a cached block found by a prefix lookup."""
         if self._ref_counts[block] == 0:
