@@ -7,6 +7,7 @@ come from the same engine driven synchronously (LLM.generate).
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -201,13 +202,24 @@ def test_observers_see_every_step(llm):
     seen: list[int] = []
 
     async def test(engine):
-        engine.observers.append(lambda outputs, snapshot: seen.append(len(outputs)))
+        engine.add_observer(lambda outputs, snapshot: seen.append(len(outputs)))
         return await collect(engine, "observed", "hi", SamplingParams(max_tokens=6, ignore_eos=True))
 
     outputs = run_with_engine(llm, test)
     # Every step reached the observer; the consumer may have had outputs coalesced.
     assert sum(seen) >= 6 >= len(outputs)
     assert len(outputs[-1].outputs[0].token_ids) == 6
+
+
+def test_async_engine_is_an_engine_client_with_the_models_facts(llm):
+    """The HTTP layer sees only EngineClient (engine/engine_client.py); AsyncEngine is one."""
+    from ruvonvllm.engine.engine_client import EngineClient
+    engine = AsyncEngine(llm.engine)
+    assert isinstance(engine, EngineClient)
+    assert engine.vocab_size == llm.engine.loaded.config.vocab_size
+    assert engine.max_model_len == llm.engine.max_model_len
+    assert engine.model_name == os.path.basename(llm.engine.config.model.model)  # a directory: its name
+    assert engine.state == "ok" and engine.snapshot.num_requests == 0
 
 
 def test_engine_thread_runs_with_the_cpu_threads_reserved_for_it(llm):

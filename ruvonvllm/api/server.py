@@ -1,7 +1,9 @@
-"""The OpenAI-compatible HTTP server: a FastAPI app around one AsyncEngine.
+"""The OpenAI-compatible HTTP server: a FastAPI app around one engine client.
 
-    app = build_app(LLM().engine, "SmolLM2-135M-Instruct")
+    app = build_app(AsyncEngine(LLM().engine), "SmolLM2-135M-Instruct")
     uvicorn.run(app)            # or `ruvon serve`
+
+The app sees the engine only through the EngineClient interface (engine/engine_client.py).
 
 Routes: /v1/completions, /v1/chat/completions, /v1/models, /tokenize,
 /detokenize (all behind the optional API key), /health, /metrics. The app's
@@ -15,7 +17,6 @@ OpenAPI schema still documents each body, added in `_openapi`.
 
 from __future__ import annotations
 
-import os
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,8 +34,7 @@ from ruvonvllm.api.completions import create_completion
 from ruvonvllm.api.errors import install_error_handlers, model_not_found
 from ruvonvllm.api.request_body import DEFAULT_MAX_REQUEST_BYTES, RequestBodies
 from ruvonvllm.api.serving import ServingContext
-from ruvonvllm.engine.async_engine import AsyncEngine
-from ruvonvllm.engine.llm_engine import LLMEngine
+from ruvonvllm.engine.engine_client import EngineClient
 from ruvonvllm.metrics.collectors import CONTENT_TYPE_LATEST, ServerMetrics
 
 _ERROR = {"model": p.ErrorResponse}
@@ -62,42 +62,30 @@ _BODIES: dict[str, tuple[TypeAdapter, list[type]]] = {
 }
 
 
-def served_name_for(engine: LLMEngine) -> str:
-    """The name clients use in `model`: the model file or directory's name."""
-    from ruvonvllm.model.default_model import DEFAULT_MODEL_NAME
-    if engine.config.model.model is None:
-        return DEFAULT_MODEL_NAME
-    name = os.path.basename(os.path.normpath(engine.config.model.model))
-    return name.removesuffix(".gguf").removesuffix(".json") or name
-
-
-def build_app(engine: LLMEngine | AsyncEngine, served_model_name: str | None = None, api_key: str | None = None,
-              max_waiting: int | None = None, shutdown_deadline_s: float = 30.0,
-              max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+def build_app(engine: EngineClient, served_model_name: str | None = None, api_key: str | None = None,
+              shutdown_deadline_s: float = 30.0, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
               allow_special_tokens_in_content: bool = False) -> FastAPI:
-    """A FastAPI app serving `engine` under `served_model_name`.
+    """A FastAPI app serving `engine` under `served_model_name` (default: the engine's model name).
 
-    Pass an LLMEngine (wrapped here, with max_waiting) or an AsyncEngine you built.
     allow_special_tokens_in_content: encode "<|im_start|>" and the like inside chat
     messages as control tokens (vLLM's behaviour) instead of as text.
     """
-    async_engine = engine if isinstance(engine, AsyncEngine) else AsyncEngine(engine, max_waiting=max_waiting)
-    name = served_model_name or served_name_for(async_engine.engine)
+    name = served_model_name or engine.model_name
     metrics = ServerMetrics(name)
-    async_engine.observers.append(metrics.observe_step)
+    engine.add_observer(metrics.observe_step)
     bodies = RequestBodies(max_request_bytes)
-    ctx = ServingContext(async_engine, name, metrics, bodies, allow_special_tokens_in_content)
+    ctx = ServingContext(engine, name, metrics, bodies, allow_special_tokens_in_content)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async_engine.start()
+        engine.start()
         yield
-        await async_engine.shutdown(shutdown_deadline_s)
+        await engine.shutdown(shutdown_deadline_s)
         bodies.close()
 
     app = FastAPI(title="RuvonVLLM", version=__version__, lifespan=lifespan,
                   description="An OpenAI-compatible server for the RuvonVLLM engine.")
-    app.state.engine = async_engine
+    app.state.engine = engine
     app.state.serving = ctx
     app.state.metrics = metrics
     install_error_handlers(app)

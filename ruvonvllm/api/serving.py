@@ -21,13 +21,8 @@ from pydantic import BaseModel
 from ruvonvllm.api.errors import APIError, bad_request, model_not_found, overloaded
 from ruvonvllm.api.protocol import SamplingFields, Usage
 from ruvonvllm.api.request_body import RequestBodies
-from ruvonvllm.engine.async_engine import (
-    AsyncEngine,
-    EngineNotAccepting,
-    QueueFull,
-    RequestStream,
-    TooManySequences,
-)
+from ruvonvllm.engine.async_engine import EngineNotAccepting, QueueFull, RequestStream, TooManySequences
+from ruvonvllm.engine.engine_client import EngineClient
 from ruvonvllm.metrics.collectors import ServerMetrics
 from ruvonvllm.outputs import RequestOutput
 from ruvonvllm.sampling.params import SamplingParams
@@ -41,7 +36,7 @@ class ClientDisconnected(Exception):
 
 
 class ServingContext:
-    def __init__(self, engine: AsyncEngine, served_model_name: str, metrics: ServerMetrics,
+    def __init__(self, engine: EngineClient, served_model_name: str, metrics: ServerMetrics,
                  bodies: RequestBodies | None = None, special_tokens_in_content: bool = False) -> None:
         self.engine = engine
         self.served_model_name = served_model_name
@@ -51,7 +46,7 @@ class ServingContext:
         self.special_tokens_in_content = special_tokens_in_content
         self.tokenizer = engine.tokenizer
         self.max_model_len = engine.max_model_len
-        self.vocab_size = engine.engine.loaded.config.vocab_size
+        self.vocab_size = engine.vocab_size
         self._token_texts: dict[int, str] = {}
 
     def token_text(self, token_id: int) -> str:

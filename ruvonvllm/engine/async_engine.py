@@ -217,6 +217,14 @@ class AsyncEngine:
         return self.engine.max_model_len
 
     @property
+    def vocab_size(self) -> int:
+        return self.engine.loaded.config.vocab_size
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.model_name
+
+    @property
     def is_running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -226,6 +234,10 @@ class AsyncEngine:
         if self._dead is not None or (self._thread is not None and not self._thread.is_alive()):
             return "dead"
         return "draining" if self._draining else "ok"
+
+    def add_observer(self, observer: StepObserver) -> None:
+        """Call observer(outputs, snapshot) on the engine thread after every step."""
+        self.observers.append(observer)
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:

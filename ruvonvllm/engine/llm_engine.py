@@ -20,6 +20,7 @@ synchronously.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import dataclass
 
@@ -82,6 +83,15 @@ class LLMEngine:
         if config.model.tokenizer is None and self.loaded.load_format == "dummy":
             return None
         return Tokenizer.from_model_path(config.model.tokenizer or self.loaded.source)
+
+    @property
+    def model_name(self) -> str:
+        """The model file or directory's name (without .gguf/.json), or the embedded default's."""
+        from ruvonvllm.model.default_model import DEFAULT_MODEL_NAME
+        if self.config.model.model is None:
+            return DEFAULT_MODEL_NAME
+        name = os.path.basename(os.path.normpath(self.config.model.model))
+        return name.removesuffix(".gguf").removesuffix(".json") or name
 
     def require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
