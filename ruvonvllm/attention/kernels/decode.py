@@ -43,6 +43,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from ruvonvllm.attention.kernels.common import dot_dtype, dot_precision, interpreting
+from ruvonvllm.attention.kernels.paged_kv import load_kv_tile
 from ruvonvllm.ops.pdl import pdl_launch_args
 
 LOG2E = math.log2(math.e)
@@ -112,13 +113,8 @@ def _paged_decode_kernel(
     for tile_start in range(start, end, BLOCK_N):
         positions = tile_start + tl.arange(0, BLOCK_N)
         key_mask = positions < end
-        # Physical address of each key row, through the block table (int64: big pools overflow int32).
-        blocks = tl.load(table_row + positions // block_size, mask=key_mask, other=0).to(tl.int64)
-        rows_in_cache = blocks * stride_cache_block + (positions % block_size) * stride_cache_offset \
-            + kv_head * stride_cache_head
-        kv_offsets = rows_in_cache[:, None] + dims[None, :]
-        k = tl.load(k_cache_ptr + kv_offsets, mask=key_mask[:, None], other=0.0).to(DOT_DTYPE)
-        v = tl.load(v_cache_ptr + kv_offsets, mask=key_mask[:, None], other=0.0).to(DOT_DTYPE)
+        k, v = load_kv_tile(k_cache_ptr, v_cache_ptr, table_row, positions, key_mask, kv_head, dims,
+                            stride_cache_block, stride_cache_offset, stride_cache_head, block_size, DOT_DTYPE)
 
         scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # [BLOCK_G, BLOCK_N]
         scores = tl.where(key_mask[None, :], scores, float("-inf"))
