@@ -22,6 +22,9 @@ for side in base head; do
       ruvon bench stall --base-url "http://127.0.0.1:$port" --prompt-mb 5 --oversized-mb 50 --quiet-s 0 \
         --loaded-s 6 --kind "$kind" --json "$out/stall_head_$kind.json" > "$out/stall_head_$kind.txt"
     done
+    # A prompt short enough to be tokenized (under the character bound), too long to be served.
+    ruvon bench stall --base-url "http://127.0.0.1:$port" --prompt-mb 0.6 --quiet-s 0 --loaded-s 6 \
+      --kind completion --json "$out/stall_head_tokenized.json" > "$out/stall_head_tokenized.txt"
   fi
   kill -TERM "$server"; wait "$server" || true
 done
@@ -31,7 +34,8 @@ out = sys.argv[1]
 def row(name, path):
     data = json.load(open(path))
     loaded, quiet = data["loaded"], data["quiet"]
-    print(f"| {name} | {max(quiet['token_gap_ms'], default=float('nan')):.0f} | "
+    quiet_gap = f"{max(quiet['token_gap_ms']):.0f}" if quiet["token_gap_ms"] else "-"
+    print(f"| {name} | {quiet_gap} | "
           f"{max(loaded['token_gap_ms']):,.0f} | {max(loaded['health_ms']):.1f} | {max(data['big_request_s']):.2f} |")
 print("| server, big requests | worst token gap, quiet (ms) | worst token gap, big requests (ms) | "
       "worst /health (ms) | slowest big request (s) |")
@@ -40,4 +44,5 @@ row("before, all kinds", f"{out}/stall_base.json")
 row("after, all kinds", f"{out}/stall_head.json")
 for kind in ("tokenize", "completion", "chat", "completion-ids", "oversized"):
     row(f"after, {kind} only", f"{out}/stall_head_{kind}.json")
+row("after, 0.6 MB completion (tokenized)", f"{out}/stall_head_tokenized.json")
 PY

@@ -25,6 +25,7 @@ from ruvonvllm.api.protocol import (
     ChatResponseMessage,
     DeltaMessage,
 )
+from ruvonvllm.api.request_body import INLINE_TEXT_SIZE
 from ruvonvllm.api.serving import (
     SSE_DONE,
     ClientDisconnected,
@@ -58,7 +59,12 @@ def render_messages(ctx: ServingContext, messages: list[ChatMessage], add_genera
 
 
 def messages_size(messages: list[ChatMessage]) -> int:
-    """Characters of content: what rendering and tokenizing the conversation costs grows with."""
+    """Characters of content: what rendering and tokenizing the conversation costs grows with.
+
+    Runs on the event loop: a conversation of more than INLINE_TEXT_SIZE messages goes to a
+    worker without its messages being counted."""
+    if len(messages) > INLINE_TEXT_SIZE:
+        return len(messages)
     return len(messages) + sum(len(m.content) if isinstance(m.content, str)
                                else sum(len(part.text) for part in m.content or []) for m in messages)
 
