@@ -273,8 +273,10 @@ def test_free_tail_gives_back_the_blocks_of_rejected_tokens():
     seq.num_computed_tokens = 8
     bm.free_tail(seq, seq.num_tokens)
     assert len(seq.block_table) == 3  # 9 tokens still need three blocks of 4
+    table_before = seq.block_table
     bm.free_tail(seq, 8)
     assert len(seq.block_table) == 2 and bm.num_free_blocks == free_before
+    assert len(table_before) == 3, "shrunk in place: the runner's BlockTableMirror would go out of sync"
     bm.check_invariants()
     # The kept blocks are keyed as if no proposal had ever been written.
     bm.cache_computed_blocks(seq)

@@ -175,7 +175,9 @@ class BlockManager:
         if keep >= len(seq.block_table):
             return
         tail = seq.block_table[keep:]
-        del seq.block_table[keep:]
+        # A new list, not a shrink in place: the runner's BlockTableMirror takes a list it has
+        # seen before to have only grown (engine/block_tables.py).
+        seq.block_table = seq.block_table[:keep]
         self._release(reversed(tail))
 
     # ---- internals ---------------------------------------------------------------
