@@ -55,7 +55,7 @@ def main() -> None:
         t4 = time.perf_counter()
         rows["prefill" if step == 0 else "decode"].append(
             ((t1 - t0) * 1e6, (t2 - t1) * 1e6, (t3 - t2) * 1e6, (t4 - t3) * 1e6, len(data)))
-        tokens = {item.seq.seq_id: 42 for item in output.scheduled if item.samples}
+        tokens = {item.seq.seq_id: [42] for item in output.scheduled if item.samples}
         scheduler.update(output, ModelRunnerOutput(sampled_token_ids=tokens))
     print(f"{args.seqs} sequences, prompts of {args.prompt_len} tokens, {args.steps} decode steps")
     print(f"{'step':8s} {'plan µs':>9s} {'encode µs':>10s} {'decode µs':>10s} {'apply µs':>9s} {'bytes':>9s}")

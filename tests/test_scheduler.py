@@ -50,15 +50,25 @@ class FakeRunner:
 
     def run(self, output: SchedulerOutput) -> ModelRunnerOutput:
         for item in output.scheduled:  # all K/V writes of a step land before attention reads
+            tokens = item.seq.token_ids + item.proposed_token_ids  # proposals follow the known tokens
             for position in range(item.start, item.end):
-                self.slots[self.slot(item.seq, position)] = item.seq.token_ids[position]
+                self.slots[self.slot(item.seq, position)] = tokens[position]
         result = ModelRunnerOutput()
         for item in output.scheduled:
             if item.samples:
                 seq = item.seq
+                known = item.end - len(item.proposed_token_ids)
                 context = [self.slots.get(self.slot(seq, p)) for p in range(item.end)]
-                assert context == seq.token_ids[:item.end], f"{seq} reads a corrupted KV cache"
-                result.sampled_token_ids[seq.seq_id] = next_token(seq.index, context)
+                assert context == (seq.token_ids + item.proposed_token_ids)[:item.end], \
+                    f"{seq} reads a corrupted KV cache"
+                # The model's token after the known ones, then, while each proposal equals what
+                # the model predicted at its position, the token after that proposal too.
+                sampled = [next_token(seq.index, context[:known])]
+                for j, proposal in enumerate(item.proposed_token_ids):
+                    if proposal != sampled[-1]:
+                        break
+                    sampled.append(next_token(seq.index, context[:known + j + 1]))
+                result.sampled_token_ids[seq.seq_id] = sampled
         return result
 
 
@@ -89,7 +99,7 @@ def check_plan(scheduler: Scheduler, output: SchedulerOutput, was_running: list[
     assert len(set(map(id, seqs))) == len(seqs), "a sequence scheduled twice"
     for item in output.scheduled:
         assert item.seq.status is SequenceStatus.RUNNING and item.seq in scheduler.running
-        assert 1 <= item.num_new_tokens and item.end <= item.seq.num_tokens
+        assert 1 <= item.num_new_tokens and item.end - len(item.proposed_token_ids) <= item.seq.num_tokens
         assert len(item.seq.block_table) * scheduler.block_manager.block_size >= item.end
         if not (config.enable_chunked_prefill and config.enable_kv_cache):
             assert item.samples, "a whole-sequence step must reach the end of the sequence"
@@ -459,9 +469,9 @@ def test_abort_during_a_step_drops_the_result():
 
 def step_with(scheduler, tokens_by_seq, logprobs=None):
     output = scheduler.schedule()
-    result = ModelRunnerOutput(sampled_token_ids={i.seq.seq_id: tokens_by_seq[i.seq.seq_id]
+    result = ModelRunnerOutput(sampled_token_ids={i.seq.seq_id: [tokens_by_seq[i.seq.seq_id]]
                                                   for i in output.scheduled if i.samples},
-                               logprobs=logprobs or {})
+                               logprobs={seq_id: [position] for seq_id, position in (logprobs or {}).items()})
     return scheduler.update(output, result)
 
 
@@ -580,3 +590,85 @@ def test_random_workloads_with_aborts_and_a_small_pool(seed):
             assert seq.output_token_ids == reference_output(seq, max_tokens)
     assert scheduler.block_manager.num_free_blocks == num_blocks
     scheduler.block_manager.check_invariants()
+
+
+# ---- several tokens per step: proposals, kept as far as the model agrees -------------------
+
+class NoisyProposer:
+    """Proposes the reference continuation, each guess wrong with probability p_wrong: the
+    scheduler must keep exactly the right prefix and give back the blocks of the rest."""
+
+    def __init__(self, rng: random.Random, max_guesses: int, p_wrong: float) -> None:
+        self.rng, self.max_guesses, self.p_wrong = rng, max_guesses, p_wrong
+        self.num_proposed = 0
+
+    def propose(self, seq: Sequence, max_tokens: int) -> list[int]:
+        context, guesses = list(seq.token_ids), []
+        for _ in range(min(self.rng.randint(0, self.max_guesses), max_tokens)):
+            guess = next_token(seq.index, context)
+            if self.rng.random() < self.p_wrong:
+                guess = 10 + (guess - 10 + 1) % 100  # a wrong token, still in the fake vocabulary
+            guesses.append(guess)
+            context.append(guess)
+        self.num_proposed += len(guesses)
+        return guesses
+
+
+class CountingRunner(FakeRunner):
+    """Counts steps and tokens, and checks that no sequence holds blocks it does not need:
+    a rejected proposal's blocks must have gone back (free_tail)."""
+
+    def __init__(self, block_size: int) -> None:
+        super().__init__(block_size)
+        self.num_steps = self.num_tokens = 0
+
+    def run(self, output: SchedulerOutput) -> ModelRunnerOutput:
+        for item in output.scheduled:
+            assert len(item.seq.block_table) == -(-item.end // self.block_size), f"{item.seq} holds spare blocks"
+        result = super().run(output)
+        self.num_steps += 1
+        self.num_tokens += sum(map(len, result.sampled_token_ids.values()))
+        return result
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_proposals_keep_the_reference_tokens_and_give_back_rejected_blocks(seed):
+    rng = random.Random(seed)
+    block_size = rng.choice([1, 2, 4, 8])
+    max_tokens = rng.randint(1, 16)
+    config = dict(policy=rng.choice(["continuous", "static"]), enable_chunked_prefill=rng.random() < 0.7,
+                  max_num_seqs=rng.randint(1, 6), max_num_batched_tokens=rng.randint(8, 48))
+    seqs = random_workload(rng, rng.randint(1, 8), max_tokens, prompt_lens=(1, 24),
+                           shared_prefix=random_prompt(rng, rng.randint(1, 12)), max_n=2)
+    longest = max(s.num_prompt_tokens for s in seqs) + max_tokens
+    num_blocks = -(-longest // block_size) + rng.randint(0, 12)  # small: proposals can force preemption
+    proposer = NoisyProposer(rng, max_guesses=rng.randint(1, 6), p_wrong=rng.choice([0.0, 0.3, 1.0]))
+    bm = BlockManager(num_blocks, block_size, enable_prefix_caching=rng.random() < 0.8)
+    scheduler = Scheduler(SchedulerConfig(**config), bm, max_model_len=4096, proposer=proposer)
+    finished = drive(scheduler, seqs, runner=CountingRunner(block_size))  # checks the invariants every step
+    check_done(scheduler, seqs, finished, max_tokens)
+
+
+def test_right_proposals_produce_several_tokens_per_step():
+    rng = random.Random(0)
+    [seq] = make_request("r", [10, 11, 12], max_tokens=24)
+    bm = BlockManager(64, 4)
+    scheduler = Scheduler(SchedulerConfig(), bm, max_model_len=4096,
+                          proposer=NoisyProposer(rng, max_guesses=4, p_wrong=0.0))
+    runner = CountingRunner(4)
+    finished = drive(scheduler, [seq], runner=runner)
+    check_done(scheduler, [seq], finished, max_tokens=24)
+    assert runner.num_tokens == 24 and runner.num_steps < 24 // 2  # about 1 + 2 (the mean guess) per step
+
+
+def test_a_step_with_proposals_must_be_updated_before_the_next_is_scheduled():
+    [seq] = make_request("r", [10, 11, 12], max_tokens=8)
+    scheduler = Scheduler(SchedulerConfig(), BlockManager(16, 4), max_model_len=4096,
+                          proposer=NoisyProposer(random.Random(0), max_guesses=1, p_wrong=0.0))
+    scheduler.add(seq)
+    scheduler.update(prefill := scheduler.schedule(), FakeRunner(4).run(prefill))
+    decode = scheduler.schedule()
+    assert decode.scheduled[0].proposed_token_ids  # one guess, verified by the next update
+    scheduler.on_launched(decode)
+    with pytest.raises(RuntimeError, match="updated before"):
+        scheduler.schedule()

@@ -115,7 +115,7 @@ def test_a_rollback_sends_how_many_blocks_the_worker_keeps():
     planner, worker = StepPlanner(), WorkerSequences()
     output = scheduler.schedule()
     worker.apply(decode_plan(encode_plan(planner.plan(output))))
-    scheduler.update(output, ModelRunnerOutput(sampled_token_ids={seq.seq_id: 50}))
+    scheduler.update(output, ModelRunnerOutput(sampled_token_ids={seq.seq_id: [50]}))
     # A step with proposals: slots for 6 more tokens, then all but one rejected.
     assert bm.allocate_slots(seq, 7)
     grown = SchedulerOutput([ScheduledSequence(seq, 1)])

@@ -121,6 +121,10 @@ class ModelRunner:
         they are copied from its device tensor, never through the host.
         """
         scheduled = plan.scheduled
+        if any(s.proposed_token_ids for s in scheduled):
+            # The contract allows them (plan.py); verifying them needs logits at every proposed
+            # position, which this runner does not compute yet.
+            raise NotImplementedError("this model runner does not verify proposed tokens yet")
         batch, pending = self._step_batch(scheduled)
         seqs = [s.seq for s in scheduled]
         sampling_seqs = seqs if batch.sample_rows is None else [seqs[i] for i in batch.sample_rows]
@@ -152,13 +156,13 @@ class ModelRunner:
         if step.sampled is None:
             return output
         token_ids = step.host_token_ids()
-        output.sampled_token_ids = {seq.seq_id: tok for seq, tok in zip(step.sampling_seqs, token_ids)}
+        output.sampled_token_ids = {seq.seq_id: [tok] for seq, tok in zip(step.sampling_seqs, token_ids)}
         if step.sampled.logprobs is not None:
             wanted = [seq.sampling_params.logprobs for seq in step.sampling_seqs]
             positions = to_position_logprobs(token_ids, step.sampled.logprobs, wanted)
             for seq, position in zip(step.sampling_seqs, positions):
                 if position is not None:
-                    output.logprobs[seq.seq_id] = position
+                    output.logprobs[seq.seq_id] = [position]
         return output
 
     def _pending_filler(self, pending: list[tuple[int, Sequence]],

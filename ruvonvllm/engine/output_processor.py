@@ -94,17 +94,17 @@ class OutputProcessor:
                 if entries[0] is None:  # the prompt starts (again, after a preemption): recompute is exact
                     state.prompt_logprobs = []
                 state.prompt_logprobs.extend(entries)
-            token = result.sampled_token_ids.get(seq.seq_id)
-            if token is None:
+            tokens = result.sampled_token_ids.get(seq.seq_id)
+            if not tokens:
                 continue
             if state.metrics.first_token_time is None:
                 state.metrics.first_token_time = now
             state.metrics.last_token_time = now
             text_state = state.texts[seq.index]
             if seq.seq_id in result.logprobs:
-                text_state.logprobs.append(result.logprobs[seq.seq_id])
+                text_state.logprobs.extend(result.logprobs[seq.seq_id])
             detokenizer = text_state.detokenizer
-            delta = detokenizer.append([token]) if detokenizer else ""
+            delta = detokenizer.append(tokens) if detokenizer else ""
             if detokenizer and seq.is_finished:  # EOS or length: release a character held back
                 delta += detokenizer.flush()
             text_state.text += delta

@@ -25,13 +25,16 @@ class ScheduledSequence:
 
     seq: Sequence
     num_new_tokens: int
+    # Tokens a proposer guessed would follow (speculative decoding): computed after the
+    # sequence's last token, counted in num_new_tokens, kept only as far as the model agrees.
+    proposed_token_ids: list[int] = field(default_factory=list)
     start: int = field(init=False)
     samples: bool = field(init=False)  # the step reaches the sequence's end, so its next token is sampled
 
     def __post_init__(self) -> None:
         self.start = self.seq.num_computed_tokens
         # A chunk of a prompt that is not its last computes K/V only.
-        self.samples = self.start + self.num_new_tokens == self.seq.num_tokens
+        self.samples = self.start + self.num_new_tokens - len(self.proposed_token_ids) == self.seq.num_tokens
 
     @property
     def end(self) -> int:
@@ -58,11 +61,13 @@ class ModelRunnerOutput:
     """What one step of the model produced, keyed by seq_id.
 
     sampled_token_ids has an entry for every scheduled sequence whose
-    ScheduledSequence.samples is True. logprobs (the sampled position) and
-    prompt_logprobs (one entry per prompt position computed this step, the first
-    prompt token gets None) are present only for sequences that asked.
+    ScheduledSequence.samples is True: one token, or with proposals the ones the
+    model agreed with followed by the one it sampled after them. logprobs (one entry
+    per token in sampled_token_ids) and prompt_logprobs (one entry per prompt
+    position computed this step, the first prompt token gets None) are present only
+    for sequences that asked.
     """
 
-    sampled_token_ids: dict[int, int] = field(default_factory=dict)
-    logprobs: dict[int, PositionLogprobs] = field(default_factory=dict)
+    sampled_token_ids: dict[int, list[int]] = field(default_factory=dict)
+    logprobs: dict[int, list[PositionLogprobs]] = field(default_factory=dict)
     prompt_logprobs: dict[int, list[PositionLogprobs | None]] = field(default_factory=dict)

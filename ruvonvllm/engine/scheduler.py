@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from typing import Protocol
 
 from ruvonvllm.config import SchedulerConfig
 from ruvonvllm.engine.block_manager import BlockManager
@@ -34,16 +35,27 @@ from ruvonvllm.engine.policies import make_policy
 from ruvonvllm.engine.sequence import Sequence, SequenceStatus
 
 
+class Proposer(Protocol):
+    """Guesses the tokens that follow a sequence (speculative decoding's draft)."""
+
+    def propose(self, seq: Sequence, max_tokens: int) -> list[int]:
+        """At most max_tokens guesses; the model keeps the prefix it agrees with."""
+        ...
+
+
 def _priority(seq: Sequence) -> tuple[float, int]:
     """First come, first served: earlier arrival is higher priority (smaller key)."""
     return (seq.arrival_time, seq.seq_id)
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, block_manager: BlockManager, max_model_len: int) -> None:
+    def __init__(self, config: SchedulerConfig, block_manager: BlockManager, max_model_len: int,
+                 proposer: Proposer | None = None) -> None:
         if max_model_len < 1:
             raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
         self.config = config
+        self.proposer = proposer
+        self._steps_with_proposals_in_flight = 0
         self.block_manager = block_manager
         self.max_model_len = max_model_len
         self.policy = make_policy(config.policy)
@@ -93,6 +105,10 @@ class Scheduler:
 
     # ---- schedule ------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
+        if self._steps_with_proposals_in_flight:
+            # How many of the proposals hold is known only at update(): until then the next
+            # step cannot know where its sequences stand.
+            raise RuntimeError("a step with proposed tokens must be updated before the next is scheduled")
         output = SchedulerOutput()
         self.policy.start_step(self.running)
         budget = self._schedule_running(output, self.config.max_num_batched_tokens)
@@ -124,12 +140,24 @@ class Scheduler:
             if num_new == 0:
                 index += 1
                 continue
-            if not self._allocate_or_preempt(seq, num_new, output):
+            proposed = self._proposals(seq, num_new, budget)
+            if not self._allocate_or_preempt(seq, num_new + len(proposed), output):
                 break  # seq preempted itself; it was the last running sequence
-            output.scheduled.append(ScheduledSequence(seq, num_new))
-            budget -= num_new
+            output.scheduled.append(ScheduledSequence(seq, num_new + len(proposed), proposed))
+            budget -= num_new + len(proposed)
             index += 1
         return budget
+
+    def _proposals(self, seq: Sequence, num_new: int, budget: int) -> list[int]:
+        """The proposer's guesses for a decoding sequence: as many as the budget, the context
+        and max_tokens leave room for after the token the step samples anyway."""
+        if self.proposer is None or num_new != 1 or seq.num_uncomputed_tokens != 1 or seq.num_pending_tokens:
+            return []
+        room = min(budget - 1, self.max_model_len - seq.num_tokens - 1)
+        max_tokens = seq.sampling_params.max_tokens
+        if max_tokens is not None:
+            room = min(room, max_tokens - seq.num_output_tokens - 1)
+        return list(self.proposer.propose(seq, room))[:room] if room > 0 else []
 
     def _allocate_or_preempt(self, seq: Sequence, num_new: int, output: SchedulerOutput) -> bool:
         """Find blocks for seq, preempting the youngest running sequences until they fit.
@@ -203,6 +231,8 @@ class Scheduler:
         if output.launched:
             raise ValueError("this step was already launched")
         output.launched = True
+        if any(scheduled.proposed_token_ids for scheduled in output.scheduled):
+            self._steps_with_proposals_in_flight += 1
         for scheduled in output.scheduled:
             seq = scheduled.seq
             if seq.is_finished:  # aborted before the launch
@@ -218,6 +248,8 @@ class Scheduler:
         """
         if not output.launched:
             self.on_launched(output)
+        if any(scheduled.proposed_token_ids for scheduled in output.scheduled):
+            self._steps_with_proposals_in_flight -= 1
         finished: list[Sequence] = []
         for scheduled in output.scheduled:
             seq = scheduled.seq
@@ -226,17 +258,13 @@ class Scheduler:
                 result.sampled_token_ids.pop(seq.seq_id, None)
                 result.logprobs.pop(seq.seq_id, None)
                 continue
-            token_id = result.sampled_token_ids.get(seq.seq_id)
-            if token_id is not None:
-                seq.append_token(token_id)
-                position_logprobs = result.logprobs.get(seq.seq_id)
-                if position_logprobs and token_id in position_logprobs:
-                    seq.cumulative_logprob += position_logprobs[token_id].logprob
-                status, stop_reason = self._check_stop(seq, token_id)
-                if status is not None:
-                    self.finish(seq, status, stop_reason)
-                    finished.append(seq)
-                    continue
+            status, stop_reason = self._append_tokens(seq, result)
+            if scheduled.proposed_token_ids:
+                self._roll_back_rejected(seq)
+            if status is not None:
+                self.finish(seq, status, stop_reason)
+                finished.append(seq)
+                continue
             if not self.config.enable_kv_cache:
                 # The "no cache" baseline: K/V is thrown away, the blocks are only
                 # scratch space the next step overwrites.
@@ -244,6 +272,32 @@ class Scheduler:
             elif seq.status is SequenceStatus.RUNNING:
                 self.block_manager.cache_computed_blocks(seq)
         return finished
+
+    def _append_tokens(self, seq: Sequence, result: ModelRunnerOutput) -> tuple[SequenceStatus | None, int | None]:
+        """Append the step's tokens for seq (one, or several after proposals) up to the first
+        that ends it; drop the rest from result, so downstream sees only what was appended."""
+        tokens = result.sampled_token_ids.get(seq.seq_id)
+        if not tokens:
+            return None, None
+        logprobs = result.logprobs.get(seq.seq_id)
+        for j, token_id in enumerate(tokens):
+            seq.append_token(token_id)
+            if logprobs and token_id in logprobs[j]:
+                seq.cumulative_logprob += logprobs[j][token_id].logprob
+            status, stop_reason = self._check_stop(seq, token_id)
+            if status is not None:
+                del tokens[j + 1:]
+                if logprobs:
+                    del logprobs[j + 1:]
+                return status, stop_reason
+        return None, None
+
+    def _roll_back_rejected(self, seq: Sequence) -> None:
+        """After a step with proposals: K/V counts as computed only for the tokens kept (all but
+        the last, which the next step computes); the blocks of the rejected ones go back."""
+        seq.num_computed_tokens = min(seq.num_computed_tokens, len(seq.token_ids) - 1)
+        if self.config.enable_kv_cache:
+            self.block_manager.free_tail(seq, seq.num_computed_tokens)
 
     def _check_stop(self, seq: Sequence, token_id: int) -> tuple[SequenceStatus | None, int | None]:
         """Token-level stops after `token_id` was appended. Counts only tokens the host
