@@ -121,7 +121,7 @@ class ModelRunner:
         they are copied from its device tensor, never through the host.
         """
         scheduled = plan.scheduled
-        if any(s.proposed_token_ids for s in scheduled):
+        if plan.has_proposals:
             # The contract allows them (plan.py); verifying them needs logits at every proposed
             # position, which this runner does not compute yet.
             raise NotImplementedError("this model runner does not verify proposed tokens yet")

@@ -46,6 +46,7 @@ class SchedulerOutput:
     scheduled: list[ScheduledSequence] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
     launched: bool = False  # set by Scheduler.on_launched
+    has_proposals: bool = False  # some sequence carries proposed tokens (set by the scheduler)
 
     @property
     def num_batched_tokens(self) -> int:

@@ -20,6 +20,11 @@ computes, as soon as the runner has launched it; update() appends the sampled
 tokens when they arrive, applies the stop rules, keys newly completed blocks
 for the prefix cache and releases finished sequences. Between the two the next
 step may already be scheduled (asynchronous scheduling, see llm_engine.py).
+
+With a `Proposer`, a decoding sequence may also carry guessed tokens: the step
+computes them after its last token, update() keeps those the model agreed with
+and gives back the blocks of the rest. Such a step must be updated before the
+next is scheduled (docs/contracts.md).
 """
 
 from __future__ import annotations
@@ -144,6 +149,7 @@ class Scheduler:
             if not self._allocate_or_preempt(seq, num_new + len(proposed), output):
                 break  # seq preempted itself; it was the last running sequence
             output.scheduled.append(ScheduledSequence(seq, num_new + len(proposed), proposed))
+            output.has_proposals |= bool(proposed)
             budget -= num_new + len(proposed)
             index += 1
         return budget
@@ -231,7 +237,7 @@ class Scheduler:
         if output.launched:
             raise ValueError("this step was already launched")
         output.launched = True
-        if any(scheduled.proposed_token_ids for scheduled in output.scheduled):
+        if output.has_proposals:
             self._steps_with_proposals_in_flight += 1
         for scheduled in output.scheduled:
             seq = scheduled.seq
@@ -248,7 +254,7 @@ class Scheduler:
         """
         if not output.launched:
             self.on_launched(output)
-        if any(scheduled.proposed_token_ids for scheduled in output.scheduled):
+        if output.has_proposals:
             self._steps_with_proposals_in_flight -= 1
         finished: list[Sequence] = []
         for scheduled in output.scheduled:
