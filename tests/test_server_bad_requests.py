@@ -39,6 +39,8 @@ CASES = [
     ("unknown model", COMPLETIONS, {"prompt": "x", "model": "gpt-9"}, 404, "model", "gpt-9"),
     ("huge stop list", COMPLETIONS, {"prompt": "x", "stop": [f"s{i}" for i in range(10000)]}, 400, "stop",
      "at most"),
+    ("more messages than any context holds", CHAT, {"messages": [{"role": "user", "content": "hi"}] * 10000},
+     400, "messages", "at most 8192"),
     ("more sequences than may wait", COMPLETIONS, {"prompt": ["a"] * 64, "n": 5, "max_tokens": 1}, 400,
      "prompt", "max_waiting"),
     ("empty stop string", COMPLETIONS, {"prompt": "x", "stop": ""}, 400, "stop", "at least 1"),
