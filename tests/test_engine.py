@@ -254,3 +254,15 @@ def test_queue_time_ends_when_a_request_is_first_scheduled(model_dirs):
         m = output.metrics
         assert m.arrival_time <= m.first_scheduled_time < m.first_token_time <= m.finished_time
     assert second.metrics.first_scheduled_time >= first.metrics.finished_time
+
+
+def test_the_model_runner_refuses_proposals_it_cannot_verify(model_dirs):
+    """The contract carries proposed tokens (plan.py); this runner does not verify them yet and
+    says so, rather than silently sampling one token and dropping the guesses."""
+    from ruvonvllm.engine.plan import ScheduledSequence, SchedulerOutput
+    from ruvonvllm.engine.sequence import Sequence
+    llm = LLM(str(model_dirs["llama"]), dtype="float32", device="cpu", block_size=4)
+    seq = Sequence("p", [1, 2, 3], SamplingParams(max_tokens=4))
+    plan = SchedulerOutput([ScheduledSequence(seq, 3 + 2, proposed_token_ids=[4, 5])], has_proposals=True)
+    with pytest.raises(NotImplementedError, match="proposed tokens"):
+        llm.engine.runner.launch(plan)
