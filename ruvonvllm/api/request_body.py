@@ -5,11 +5,13 @@ work that grows with the size of one request (JSON parsing, validation, tokenizi
 a prompt, rendering a chat template) would stall all of them while it runs: a 6 MB
 prompt once held /health for 6.5 s. So the handlers read the raw body here, with a
 byte limit enforced while it arrives (a 413 before a 50 MB body is even read), and
-hand the rest to a small pool of worker threads.
+hand large requests to a small pool of worker threads; small ones, whose cost is
+bounded, are prepared on the loop (INLINE_BODY_BYTES, INLINE_TEXT_SIZE).
 
-Parsing uses the standard json module, which (unlike pydantic's parser) accepts a
-lone UTF-16 surrogate such as "\\ud800"; `first_unencodable_text` then finds it and
-the client gets a 400 naming the field, not a tokenizer's 500.
+Parsing decodes strict UTF-8, then uses the standard json module, which (unlike
+pydantic's parser) accepts a lone UTF-16 surrogate such as "\\ud800";
+`first_unencodable_text` then finds it and the client gets a 400 naming the field,
+not a tokenizer's 500.
 """
 
 from __future__ import annotations
