@@ -7,9 +7,12 @@ done. This measures that from the outside, on any OpenAI-compatible server:
 1. quiet: for a few seconds, a probe runs short streaming completions back to back,
    timing the gaps between their tokens, and times a /health call after each;
 2. loaded: the same probe while another thread sends big requests, one every
-   `interval_s` after the last was answered (a prompt
-   of `prompt_mb` megabytes to /tokenize, /v1/completions and /v1/chat/completions,
-   the same size of token ids to /v1/completions, and, if `oversized_mb` is set, a body that big, which the server should refuse).
+   `interval_s` after the last was answered: a prompt of `prompt_mb` megabytes to
+   /tokenize, /v1/completions and /v1/chat/completions, the same size of token ids
+   to /v1/completions, and, if `oversized_mb` is set, a body that big, which the
+   server should refuse. The pause keeps this a test of the server, not of a 2-core
+   machine flooded by its own client: with none, the client's sending alone slowed
+   the model.
 
 The worst /health time and the worst token gap under load, next to the quiet ones,
 are the answer. The big bodies are serialized once, before the clock starts, so the
