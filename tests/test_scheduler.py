@@ -1,160 +1,29 @@
 """Scheduler: budgets, chunked prefill, preemption, prefix sharing and policies, with hand-built step results.
 
-The stand-in for the model runner keeps a "KV cache" of token ids written
-through each sequence's block table and slot mapping, and reads a sequence's
-whole context back from it before sampling. The next token is a digest of that
-context, so a wrong block table, a block shared by mistake, a prefix hit on
-the wrong tokens or a bad recompute after preemption changes the outputs; the
-expected outputs come from a plain loop over the token lists (reference_output).
+The stand-in for the model runner and the workloads are in scheduler_harness.py; several
+tokens per step (proposals) are tested in test_scheduler_proposals.py.
 """
 
 import random
-import zlib
-from array import array
 from collections import Counter
 
 import pytest
+from scheduler_harness import (
+    EOS,
+    FakeRunner,
+    check_done,
+    drive,
+    make_request,
+    make_scheduler,
+    random_case,
+    random_prompt,
+    random_workload,
+    reference_output,
+)
 
-from ruvonvllm.config import SchedulerConfig
-from ruvonvllm.engine.block_manager import BlockManager
-from ruvonvllm.engine.plan import ModelRunnerOutput, SchedulerOutput
-from ruvonvllm.engine.scheduler import Scheduler
-from ruvonvllm.engine.sequence import Sequence, SequenceStatus
+from ruvonvllm.engine.plan import ModelRunnerOutput
+from ruvonvllm.engine.sequence import SequenceStatus
 from ruvonvllm.outputs import Logprob
-from ruvonvllm.sampling.params import SamplingParams
-
-EOS = 1  # the fake model only emits tokens in [10, 110)
-
-
-def next_token(index: int, context: list[int]) -> int:
-    """The fake model: a function of the context (and of the sibling index, like a per-output seed)."""
-    return zlib.crc32(array("q", [index, *context]).tobytes()) % 100 + 10
-
-
-def reference_output(seq: Sequence, max_tokens: int) -> list[int]:
-    tokens = list(seq.prompt_token_ids)
-    for _ in range(max_tokens):
-        tokens.append(next_token(seq.index, tokens))
-    return tokens[seq.num_prompt_tokens:]
-
-
-class FakeRunner:
-    """Writes each scheduled token into its KV slot, reads contexts back, samples next_token."""
-
-    def __init__(self, block_size: int) -> None:
-        self.block_size = block_size
-        self.slots: dict[int, int] = {}
-
-    def slot(self, seq: Sequence, position: int) -> int:
-        return seq.block_table[position // self.block_size] * self.block_size + position % self.block_size
-
-    def run(self, output: SchedulerOutput) -> ModelRunnerOutput:
-        for item in output.scheduled:  # all K/V writes of a step land before attention reads
-            tokens = item.seq.token_ids + item.proposed_token_ids  # proposals follow the known tokens
-            for position in range(item.start, item.end):
-                self.slots[self.slot(item.seq, position)] = tokens[position]
-        result = ModelRunnerOutput()
-        for item in output.scheduled:
-            if item.samples:
-                seq = item.seq
-                known = item.end - len(item.proposed_token_ids)
-                context = [self.slots.get(self.slot(seq, p)) for p in range(item.end)]
-                assert context == (seq.token_ids + item.proposed_token_ids)[:item.end], \
-                    f"{seq} reads a corrupted KV cache"
-                # The model's token after the known ones, then, while each proposal equals what
-                # the model predicted at its position, the token after that proposal too.
-                sampled = [next_token(seq.index, context[:known])]
-                for j, proposal in enumerate(item.proposed_token_ids):
-                    if proposal != sampled[-1]:
-                        break
-                    sampled.append(next_token(seq.index, context[:known + j + 1]))
-                result.sampled_token_ids[seq.seq_id] = sampled
-        return result
-
-
-def make_request(request_id, prompt, max_tokens=8, n=1, arrival_time=None, **params):
-    """The n sequences of one request; siblings point at the first as their leader."""
-    sampling = SamplingParams(n=n, max_tokens=max_tokens, **params)
-    leader = Sequence(request_id, prompt, sampling, eos_token_ids=frozenset({EOS}), arrival_time=arrival_time)
-    siblings = [Sequence(request_id, prompt, sampling, eos_token_ids=frozenset({EOS}), index=i,
-                         arrival_time=leader.arrival_time, leader=leader) for i in range(1, n)]
-    return [leader, *siblings]
-
-
-def random_prompt(rng, length):
-    return [rng.randrange(10, 110) for _ in range(length)]
-
-
-def make_scheduler(num_blocks=64, block_size=4, prefix_caching=True, max_model_len=4096, **config):
-    bm = BlockManager(num_blocks, block_size, enable_prefix_caching=prefix_caching)
-    return Scheduler(SchedulerConfig(**config), bm, max_model_len)
-
-
-def check_plan(scheduler: Scheduler, output: SchedulerOutput, was_running: list[Sequence]) -> None:
-    config = scheduler.config
-    assert output.scheduled, "nothing scheduled while requests are unfinished"
-    assert output.num_batched_tokens <= config.max_num_batched_tokens or len(output.scheduled) == 1
-    assert len(scheduler.running) <= config.max_num_seqs
-    seqs = [item.seq for item in output.scheduled]
-    assert len(set(map(id, seqs))) == len(seqs), "a sequence scheduled twice"
-    for item in output.scheduled:
-        assert item.seq.status is SequenceStatus.RUNNING and item.seq in scheduler.running
-        assert 1 <= item.num_new_tokens and item.end - len(item.proposed_token_ids) <= item.seq.num_tokens
-        assert len(item.seq.block_table) * scheduler.block_manager.block_size >= item.end
-        if not (config.enable_chunked_prefill and config.enable_kv_cache):
-            assert item.samples, "a whole-sequence step must reach the end of the sequence"
-        if not config.enable_kv_cache:
-            assert item.start == 0
-    if output.preempted:
-        assert all(seq in was_running for seq in seqs), "admitted a newcomer in a step that preempted"
-    for seq in output.preempted:
-        assert seq.status is SequenceStatus.WAITING and seq in scheduler.waiting
-        assert not seq.block_table and seq.num_computed_tokens == 0
-        assert seq not in seqs
-
-
-def drive(scheduler: Scheduler, seqs: list[Sequence], on_step=None, runner=None, max_steps=20_000) -> Counter:
-    """Add seqs, step until everything finished; returns how often each seq_id finished."""
-    runner = runner or FakeRunner(scheduler.block_manager.block_size)
-    for seq in seqs:
-        scheduler.add(seq)
-    finished = Counter()
-    for _ in range(max_steps):
-        if not scheduler.has_unfinished:
-            break
-        was_running = list(scheduler.running)
-        output = scheduler.schedule()
-        check_plan(scheduler, output, was_running)
-        result = runner.run(output)
-        if on_step is not None:  # between the model step and update(): where an abort can land
-            on_step(output)
-        for seq in scheduler.update(output, result):
-            finished[seq.seq_id] += 1
-        scheduler.block_manager.check_invariants()
-    else:
-        pytest.fail("the workload did not finish")
-    return finished
-
-
-def check_done(scheduler: Scheduler, seqs: list[Sequence], finished: Counter, max_tokens: int) -> None:
-    bm = scheduler.block_manager
-    assert all(finished[seq.seq_id] == 1 for seq in seqs)
-    assert sum(finished.values()) == len(seqs)
-    for seq in seqs:
-        assert seq.status is SequenceStatus.FINISHED_LENGTH
-        assert seq.output_token_ids == reference_output(seq, max_tokens)
-    assert bm.num_free_blocks == bm.num_blocks, "blocks leaked"
-    bm.check_invariants()
-
-
-def random_workload(rng, num_requests, max_tokens, prompt_lens=(1, 40), shared_prefix=None, max_n=1):
-    seqs = []
-    for i in range(num_requests):
-        prompt = random_prompt(rng, rng.randint(*prompt_lens))
-        if shared_prefix is not None and rng.random() < 0.5:
-            prompt = shared_prefix + prompt
-        seqs += make_request(f"req{i}", prompt, max_tokens, n=rng.randint(1, max_n), arrival_time=float(i))
-    return seqs
 
 
 # ---- the whole loop under every configuration -----------------------------------------------
@@ -562,17 +431,9 @@ def test_without_a_kv_cache_every_step_recomputes_whole_sequences():
 @pytest.mark.parametrize("seed", range(40))
 def test_random_workloads_with_aborts_and_a_small_pool(seed):
     rng = random.Random(seed)
-    block_size = rng.choice([1, 2, 4, 8])
-    max_tokens = rng.randint(1, 12)
-    config = dict(policy=rng.choice(["continuous", "sequential", "static"]),
-                  enable_chunked_prefill=rng.random() < 0.7, enable_kv_cache=rng.random() < 0.85,
-                  max_num_seqs=rng.randint(1, 6), max_num_batched_tokens=rng.randint(8, 48))
-    shared = random_prompt(rng, rng.randint(1, 20))
-    seqs = random_workload(rng, rng.randint(1, 10), max_tokens, prompt_lens=(1, 24), shared_prefix=shared, max_n=3)
-    longest = max(s.num_prompt_tokens for s in seqs) + max_tokens
-    num_blocks = -(-longest // block_size) + rng.randint(0, 12)
-    scheduler = make_scheduler(num_blocks=num_blocks, block_size=block_size,
-                               prefix_caching=rng.random() < 0.8, **config)
+    case = random_case(rng, vary_kv_cache=True)
+    seqs, max_tokens, num_blocks = case.seqs, case.max_tokens, case.num_blocks
+    scheduler = case.scheduler()
     doomed = {f"req{i}" for i in range(10) if rng.random() < 0.2}
     aborted = Counter()
 
@@ -590,85 +451,3 @@ def test_random_workloads_with_aborts_and_a_small_pool(seed):
             assert seq.output_token_ids == reference_output(seq, max_tokens)
     assert scheduler.block_manager.num_free_blocks == num_blocks
     scheduler.block_manager.check_invariants()
-
-
-# ---- several tokens per step: proposals, kept as far as the model agrees -------------------
-
-class NoisyProposer:
-    """Proposes the reference continuation, each guess wrong with probability p_wrong: the
-    scheduler must keep exactly the right prefix and give back the blocks of the rest."""
-
-    def __init__(self, rng: random.Random, max_guesses: int, p_wrong: float) -> None:
-        self.rng, self.max_guesses, self.p_wrong = rng, max_guesses, p_wrong
-        self.num_proposed = 0
-
-    def propose(self, seq: Sequence, max_tokens: int) -> list[int]:
-        context, guesses = list(seq.token_ids), []
-        for _ in range(min(self.rng.randint(0, self.max_guesses), max_tokens)):
-            guess = next_token(seq.index, context)
-            if self.rng.random() < self.p_wrong:
-                guess = 10 + (guess - 10 + 1) % 100  # a wrong token, still in the fake vocabulary
-            guesses.append(guess)
-            context.append(guess)
-        self.num_proposed += len(guesses)
-        return guesses
-
-
-class CountingRunner(FakeRunner):
-    """Counts steps and tokens, and checks that no sequence holds blocks it does not need:
-    a rejected proposal's blocks must have gone back (free_tail)."""
-
-    def __init__(self, block_size: int) -> None:
-        super().__init__(block_size)
-        self.num_steps = self.num_tokens = 0
-
-    def run(self, output: SchedulerOutput) -> ModelRunnerOutput:
-        for item in output.scheduled:
-            assert len(item.seq.block_table) == -(-item.end // self.block_size), f"{item.seq} holds spare blocks"
-        result = super().run(output)
-        self.num_steps += 1
-        self.num_tokens += sum(map(len, result.sampled_token_ids.values()))
-        return result
-
-
-@pytest.mark.parametrize("seed", range(30))
-def test_proposals_keep_the_reference_tokens_and_give_back_rejected_blocks(seed):
-    rng = random.Random(seed)
-    block_size = rng.choice([1, 2, 4, 8])
-    max_tokens = rng.randint(1, 16)
-    config = dict(policy=rng.choice(["continuous", "static"]), enable_chunked_prefill=rng.random() < 0.7,
-                  max_num_seqs=rng.randint(1, 6), max_num_batched_tokens=rng.randint(8, 48))
-    seqs = random_workload(rng, rng.randint(1, 8), max_tokens, prompt_lens=(1, 24),
-                           shared_prefix=random_prompt(rng, rng.randint(1, 12)), max_n=2)
-    longest = max(s.num_prompt_tokens for s in seqs) + max_tokens
-    num_blocks = -(-longest // block_size) + rng.randint(0, 12)  # small: proposals can force preemption
-    proposer = NoisyProposer(rng, max_guesses=rng.randint(1, 6), p_wrong=rng.choice([0.0, 0.3, 1.0]))
-    bm = BlockManager(num_blocks, block_size, enable_prefix_caching=rng.random() < 0.8)
-    scheduler = Scheduler(SchedulerConfig(**config), bm, max_model_len=4096, proposer=proposer)
-    finished = drive(scheduler, seqs, runner=CountingRunner(block_size))  # checks the invariants every step
-    check_done(scheduler, seqs, finished, max_tokens)
-
-
-def test_right_proposals_produce_several_tokens_per_step():
-    rng = random.Random(0)
-    [seq] = make_request("r", [10, 11, 12], max_tokens=24)
-    bm = BlockManager(64, 4)
-    scheduler = Scheduler(SchedulerConfig(), bm, max_model_len=4096,
-                          proposer=NoisyProposer(rng, max_guesses=4, p_wrong=0.0))
-    runner = CountingRunner(4)
-    finished = drive(scheduler, [seq], runner=runner)
-    check_done(scheduler, [seq], finished, max_tokens=24)
-    assert runner.num_tokens == 24 and runner.num_steps < 24 // 2  # about 1 + 2 (the mean guess) per step
-
-
-def test_a_step_with_proposals_must_be_updated_before_the_next_is_scheduled():
-    [seq] = make_request("r", [10, 11, 12], max_tokens=8)
-    scheduler = Scheduler(SchedulerConfig(), BlockManager(16, 4), max_model_len=4096,
-                          proposer=NoisyProposer(random.Random(0), max_guesses=1, p_wrong=0.0))
-    scheduler.add(seq)
-    scheduler.update(prefill := scheduler.schedule(), FakeRunner(4).run(prefill))
-    decode = scheduler.schedule()
-    assert decode.scheduled[0].proposed_token_ids  # one guess, verified by the next update
-    scheduler.on_launched(decode)
-    with pytest.raises(RuntimeError, match="updated before"):
-        scheduler.schedule()

@@ -7,15 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from test_scheduler import (
-    FakeRunner,
-    drive,
-    make_request,
-    make_scheduler,
-    random_prompt,
-    random_workload,
-    reference_output,
-)
+from scheduler_harness import FakeRunner, drive, make_request, make_scheduler, random_case, reference_output
 
 from ruvonvllm.engine.plan import ModelRunnerOutput, SchedulerOutput
 from ruvonvllm.engine.sequence import SequenceStatus
@@ -56,17 +48,9 @@ class PlanCheckingRunner(FakeRunner):
 @pytest.mark.parametrize("seed", range(30))
 def test_a_worker_rebuilds_every_step_from_the_plans_alone(seed):
     rng = random.Random(seed)
-    block_size = rng.choice([1, 2, 4, 8])
-    max_tokens = rng.randint(1, 12)
-    config = dict(policy=rng.choice(["continuous", "sequential", "static"]),
-                  enable_chunked_prefill=rng.random() < 0.7, max_num_seqs=rng.randint(1, 6),
-                  max_num_batched_tokens=rng.randint(8, 48))
-    shared = random_prompt(rng, rng.randint(1, 20))
-    seqs = random_workload(rng, rng.randint(1, 10), max_tokens, prompt_lens=(1, 24), shared_prefix=shared, max_n=3)
-    longest = max(s.num_prompt_tokens for s in seqs) + max_tokens
-    num_blocks = -(-longest // block_size) + rng.randint(0, 12)  # small: preemption happens
-    scheduler = make_scheduler(num_blocks=num_blocks, block_size=block_size, prefix_caching=rng.random() < 0.8,
-                               **config)
+    case = random_case(rng)  # a small pool: preemption happens
+    seqs, max_tokens, block_size = case.seqs, case.max_tokens, case.block_size
+    scheduler = case.scheduler()
     doomed = {f"req{i}" for i in range(10) if rng.random() < 0.2}
     runner = PlanCheckingRunner(block_size)
 
