@@ -53,7 +53,7 @@ class FakeRunner:
 
     def run(self, output: SchedulerOutput) -> ModelRunnerOutput:
         for item in output.scheduled:  # all K/V writes of a step land before attention reads
-            tokens = item.seq.token_ids + item.proposed_token_ids  # proposals follow the known tokens
+            tokens = [*item.seq.token_ids, *item.proposed_token_ids]  # proposals follow the known tokens
             for position in range(item.start, item.end):
                 self.slots[self.slot(item.seq, position)] = tokens[position]
         result = ModelRunnerOutput()
@@ -62,7 +62,7 @@ class FakeRunner:
                 seq = item.seq
                 known = item.end - len(item.proposed_token_ids)
                 context = [self.slots.get(self.slot(seq, p)) for p in range(item.end)]
-                assert context == (seq.token_ids + item.proposed_token_ids)[:item.end], \
+                assert context == [*seq.token_ids, *item.proposed_token_ids][:item.end], \
                     f"{seq} reads a corrupted KV cache"
                 # The model's token after the known ones, then, while each proposal equals what
                 # the model predicted at its position, the token after that proposal too.
@@ -158,6 +158,26 @@ def random_workload(rng, num_requests, max_tokens, prompt_lens=(1, 40), shared_p
             prompt = shared_prefix + prompt
         seqs += make_request(f"req{i}", prompt, max_tokens, n=rng.randint(1, max_n), arrival_time=float(i))
     return seqs
+
+
+class NoisyProposer:
+    """Proposes the reference continuation, each guess wrong with probability p_wrong: the
+    scheduler must keep exactly the right prefix and give back the blocks of the rest."""
+
+    def __init__(self, rng: random.Random, max_guesses: int, p_wrong: float) -> None:
+        self.rng, self.max_guesses, self.p_wrong = rng, max_guesses, p_wrong
+        self.num_proposed = 0
+
+    def propose(self, seq: Sequence, max_tokens: int) -> list[int]:
+        context, guesses = list(seq.token_ids), []
+        for _ in range(min(self.rng.randint(0, self.max_guesses), max_tokens)):
+            guess = next_token(seq.index, context)
+            if self.rng.random() < self.p_wrong:
+                guess = 10 + (guess - 10 + 1) % 100  # a wrong token, still in the fake vocabulary
+            guesses.append(guess)
+            context.append(guess)
+        self.num_proposed += len(guesses)
+        return guesses
 
 
 @dataclass

@@ -263,6 +263,6 @@ def test_the_model_runner_refuses_proposals_it_cannot_verify(model_dirs):
     from ruvonvllm.engine.sequence import Sequence
     llm = LLM(str(model_dirs["llama"]), dtype="float32", device="cpu", block_size=4)
     seq = Sequence("p", [1, 2, 3], SamplingParams(max_tokens=4))
-    plan = SchedulerOutput([ScheduledSequence(seq, 3 + 2, proposed_token_ids=[4, 5])], has_proposals=True)
+    plan = SchedulerOutput([ScheduledSequence(seq, 3 + 2, proposed_token_ids=(4, 5))], has_proposals=True)
     with pytest.raises(NotImplementedError, match="proposed tokens"):
         llm.engine.runner.launch(plan)

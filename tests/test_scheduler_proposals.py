@@ -11,40 +11,12 @@ from __future__ import annotations
 import random
 
 import pytest
-from scheduler_harness import (
-    FakeRunner,
-    check_done,
-    drive,
-    make_request,
-    next_token,
-    random_case,
-)
+from scheduler_harness import FakeRunner, NoisyProposer, check_done, drive, make_request, random_case
 
 from ruvonvllm.config import SchedulerConfig
 from ruvonvllm.engine.block_manager import BlockManager
 from ruvonvllm.engine.plan import ModelRunnerOutput, SchedulerOutput
 from ruvonvllm.engine.scheduler import Scheduler
-from ruvonvllm.engine.sequence import Sequence
-
-
-class NoisyProposer:
-    """Proposes the reference continuation, each guess wrong with probability p_wrong: the
-    scheduler must keep exactly the right prefix and give back the blocks of the rest."""
-
-    def __init__(self, rng: random.Random, max_guesses: int, p_wrong: float) -> None:
-        self.rng, self.max_guesses, self.p_wrong = rng, max_guesses, p_wrong
-        self.num_proposed = 0
-
-    def propose(self, seq: Sequence, max_tokens: int) -> list[int]:
-        context, guesses = list(seq.token_ids), []
-        for _ in range(min(self.rng.randint(0, self.max_guesses), max_tokens)):
-            guess = next_token(seq.index, context)
-            if self.rng.random() < self.p_wrong:
-                guess = 10 + (guess - 10 + 1) % 100  # a wrong token, still in the fake vocabulary
-            guesses.append(guess)
-            context.append(guess)
-        self.num_proposed += len(guesses)
-        return guesses
 
 
 class CountingRunner(FakeRunner):

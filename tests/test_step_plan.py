@@ -7,7 +7,15 @@ from __future__ import annotations
 import random
 
 import pytest
-from scheduler_harness import FakeRunner, drive, make_request, make_scheduler, random_case, reference_output
+from scheduler_harness import (
+    FakeRunner,
+    NoisyProposer,
+    drive,
+    make_request,
+    make_scheduler,
+    random_case,
+    reference_output,
+)
 
 from ruvonvllm.engine.plan import ModelRunnerOutput, SchedulerOutput
 from ruvonvllm.engine.sequence import SequenceStatus
@@ -36,6 +44,7 @@ class PlanCheckingRunner(FakeRunner):
             assert mine.token_ids == theirs.token_ids
             assert mine.block_table == theirs.block_table
             assert (mine.start, mine.num_new_tokens) == (item.start, item.num_new_tokens)
+            assert mine.proposed_token_ids == item.proposed_token_ids
             assert mine.sampling_params == theirs.sampling_params and mine.index == theirs.index
             assert mine.output_token_ids == theirs.output_token_ids
         # The worker holds no sequence the scheduler has let go of: finished or preempted.
@@ -45,12 +54,15 @@ class PlanCheckingRunner(FakeRunner):
         return super().run(output)
 
 
+@pytest.mark.parametrize("with_proposals", [False, True])
 @pytest.mark.parametrize("seed", range(30))
-def test_a_worker_rebuilds_every_step_from_the_plans_alone(seed):
+def test_a_worker_rebuilds_every_step_from_the_plans_alone(seed, with_proposals):
     rng = random.Random(seed)
     case = random_case(rng)  # a small pool: preemption happens
     seqs, max_tokens, block_size = case.seqs, case.max_tokens, case.block_size
-    scheduler = case.scheduler()
+    # With proposals, some are rejected: the blocks rolled back reach the worker as num_kept_blocks.
+    proposer = NoisyProposer(rng, max_guesses=4, p_wrong=0.3) if with_proposals else None
+    scheduler = case.scheduler(proposer)
     doomed = {f"req{i}" for i in range(10) if rng.random() < 0.2}
     runner = PlanCheckingRunner(block_size)
 

@@ -27,7 +27,8 @@ class ScheduledSequence:
     num_new_tokens: int
     # Tokens a proposer guessed would follow (speculative decoding): computed after the
     # sequence's last token, counted in num_new_tokens, kept only as far as the model agrees.
-    proposed_token_ids: list[int] = field(default_factory=list)
+    # A tuple: most steps have none, and the shared empty one costs no allocation per sequence.
+    proposed_token_ids: tuple[int, ...] = ()
     start: int = field(init=False)
     samples: bool = field(init=False)  # the step reaches the sequence's end, so its next token is sampled
 

@@ -145,7 +145,7 @@ class Scheduler:
             if num_new == 0:
                 index += 1
                 continue
-            proposed = self._proposals(seq, num_new, budget)
+            proposed = self._proposals(seq, num_new, budget) if self.proposer is not None else ()
             if not self._allocate_or_preempt(seq, num_new + len(proposed), output):
                 break  # seq preempted itself; it was the last running sequence
             output.scheduled.append(ScheduledSequence(seq, num_new + len(proposed), proposed))
@@ -154,16 +154,16 @@ class Scheduler:
             index += 1
         return budget
 
-    def _proposals(self, seq: Sequence, num_new: int, budget: int) -> list[int]:
+    def _proposals(self, seq: Sequence, num_new: int, budget: int) -> tuple[int, ...]:
         """The proposer's guesses for a decoding sequence: as many as the budget, the context
         and max_tokens leave room for after the token the step samples anyway."""
-        if self.proposer is None or num_new != 1 or seq.num_uncomputed_tokens != 1 or seq.num_pending_tokens:
-            return []
+        if num_new != 1 or seq.num_uncomputed_tokens != 1 or seq.num_pending_tokens:
+            return ()
         room = min(budget - 1, self.max_model_len - seq.num_tokens - 1)
         max_tokens = seq.sampling_params.max_tokens
         if max_tokens is not None:
             room = min(room, max_tokens - seq.num_output_tokens - 1)
-        return list(self.proposer.propose(seq, room))[:room] if room > 0 else []
+        return tuple(self.proposer.propose(seq, room))[:room] if room > 0 else ()
 
     def _allocate_or_preempt(self, seq: Sequence, num_new: int, output: SchedulerOutput) -> bool:
         """Find blocks for seq, preempting the youngest running sequences until they fit.

@@ -8,8 +8,9 @@ own state per sequence and needs to hear only what changed, in the manner of vLL
 - a sequence the worker has not seen, or sees again after preemption, arrives whole
   (`NewSequence`: its tokens, sampling parameters, block ids);
 - one it already holds sends only the tokens the host learnt since, the blocks it
-  gained (and, after a rollback, how many of the old ones still hold), and the slice of
-  positions this step computes (`CachedSequence`);
+  gained (and, after a rollback, how many of the old ones still hold), the slice of
+  positions this step computes and any proposed tokens (`CachedSequence`; only a
+  decoding sequence, which the worker always holds already, carries proposals);
 - sequences that finished or were preempted are named, so the worker forgets them.
 
 `StepPlanner` (on the scheduler's side) turns each `SchedulerOutput` into a `StepPlan`;
@@ -47,7 +48,10 @@ class CachedSequence(msgspec.Struct, array_like=True):
     num_kept_blocks: int          # the worker's blocks still valid (fewer after a rollback)
     new_block_ids: list[int]      # appended after those
     start: int
-    num_new_tokens: int
+    num_new_tokens: int           # proposals included
+    # Guesses computed after the known tokens (plan.py). A tuple: decoding an empty one
+    # costs nothing, an empty list per sequence doubled the decode time of a step.
+    proposed_token_ids: tuple[int, ...] = ()
 
 
 class StepPlan(msgspec.Struct, array_like=True):
@@ -79,6 +83,9 @@ class StepPlanner:
             known = self._sent.get(seq.seq_id)
             tokens = seq.token_ids
             if known is None:
+                if item.proposed_token_ids:
+                    raise ValueError(f"{seq} carries proposals in its first step to this worker; only a "
+                                     "decoding sequence the worker already holds may")
                 new.append(NewSequence(seq.seq_id, list(tokens), seq.num_prompt_tokens, seq.sampling_params,
                                        sorted(seq.eos_token_ids), seq.index, list(seq.block_table),
                                        item.start, item.num_new_tokens))
@@ -90,7 +97,7 @@ class StepPlanner:
                 else:  # a new list: a rollback (free_tail) keeps a prefix of the old one
                     kept = _common_prefix(table_sent[:num_blocks_sent], table)
                 cached.append(CachedSequence(seq.seq_id, tokens[num_tokens_sent:], kept, table[kept:],
-                                             item.start, item.num_new_tokens))
+                                             item.start, item.num_new_tokens, item.proposed_token_ids))
             self._sent[seq.seq_id] = (seq, len(tokens), seq.block_table, len(seq.block_table))
         return StepPlan(new, cached, forgotten)
 
@@ -111,7 +118,7 @@ class WorkerSequence:
     """
 
     __slots__ = ("seq_id", "token_ids", "num_prompt_tokens", "sampling_params", "eos_token_ids", "index",
-                 "block_table", "start", "num_new_tokens")
+                 "block_table", "start", "num_new_tokens", "proposed_token_ids")
 
     def __init__(self, new: NewSequence) -> None:
         self.seq_id = new.seq_id
@@ -122,6 +129,7 @@ class WorkerSequence:
         self.index = new.index
         self.block_table = list(new.block_ids)
         self.start, self.num_new_tokens = new.start, new.num_new_tokens
+        self.proposed_token_ids: tuple[int, ...] = ()
 
     @property
     def prompt_token_ids(self) -> list[int]:
@@ -156,6 +164,7 @@ class WorkerSequences:
             del seq.block_table[delta.num_kept_blocks:]
             seq.block_table.extend(delta.new_block_ids)
             seq.start, seq.num_new_tokens = delta.start, delta.num_new_tokens
+            seq.proposed_token_ids = delta.proposed_token_ids
             step.append(seq)
         return step
 
