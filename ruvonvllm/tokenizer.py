@@ -69,9 +69,11 @@ class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True, limit: int | None = None) -> list[int]:
         """Token ids of `text`; with `limit`, at most that many (a result of `limit` ids may be cut short).
 
-        A server only needs to know that a prompt is too long, not its millions of ids: the
-        tokenizer's Rust core runs without Python's lock, but turning its result into a
-        Python list holds the lock (about 0.2 s for a 5 MB text), stalling every thread.
+        A server only needs to know that a prompt is too long, not its millions of ids: cut
+        at the limit, the result never becomes a list of a million Python ints. (It saves no
+        measurable time: tokenizing 5 MB took 3.3 to 3.9 s either way in
+        benchmarks/cpu_request_parsing_microbench.py; the server's character bound,
+        ServingContext.check_text_fits, is what spares it that.)
         """
         if limit is None:
             return self.hf.encode(text, add_special_tokens=add_special_tokens)

@@ -63,7 +63,8 @@ def _prompt_size(prompt: str | list[str] | list[int] | list[list[int]]) -> int:
     """Characters or token ids: what tokenizing and checking the prompt costs grows with.
 
     Runs on the event loop, so in time independent of the prompt: one list of ids is its
-    length (summing 1.6 million items here once cost the loop 0.1 s), and a list of prompts
+    length (a Python sum over 1.6 million ids takes 25 to 45 ms, cpu_request_parsing_microbench.py),
+    and a list of prompts
     has at most MAX_PROMPTS items."""
     if isinstance(prompt, str) or not prompt or isinstance(prompt[0], int):
         return len(prompt)

@@ -23,8 +23,9 @@ from ruvonvllm.sampling.params import MAX_LOGPROBS
 MAX_N = 128
 MAX_STOP_SEQUENCES = 16
 MAX_PROMPTS = 64
-# More turns than any context holds (each costs a few template tokens), and few enough that
-# validating them holds Python's lock for about 20 ms: 150,000 messages held it for 0.36 s.
+# More turns than any context holds (each costs a few template tokens). Validating 150,000
+# messages holds Python's lock for 0.5 to 0.6 s; with this bound they are refused in 5 to 8 ms
+# (benchmarks/cpu_request_parsing_microbench.py).
 MAX_MESSAGES = 8192
 # torch.Generator seeds are 64-bit; the sampler hashes the seed, so any value in range works.
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1

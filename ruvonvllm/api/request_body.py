@@ -40,12 +40,13 @@ PREPROCESS_THREADS = 2                  # bounded: preparing requests must not s
 PREPROCESS_NICENESS = 10                # below the engine's threads in the CPU scheduler's eyes
 # Small requests are prepared on the loop: the hop to a niced worker, which the engine's OpenMP
 # threads (spinning after each step) may leave waiting for a core, would cost the common request
-# more than the work itself. Bounded work is fine on the loop: parsing 64 KiB takes under 1 ms,
-# tokenizing 4,096 characters about 1.5 ms.
+# more than the work itself. Bounded work is fine on the loop: parsing 64 KiB takes 0.05 ms,
+# tokenizing 4,096 characters 1 to 2 ms (benchmarks/cpu_request_parsing_microbench.py).
 INLINE_BODY_BYTES = 64 * 2**10
 INLINE_TEXT_SIZE = 4096
 # With a body left unread, keeping the connection alive would mean reading (and discarding) the
-# rest of it on the event loop: 50 MB cost the loop 0.25 s. Closing the connection costs nothing.
+# rest of it on the event loop (each refused 50 MB body took 0.25 s in a `ruvon bench stall
+# --kind oversized` run before this header). Closing the connection costs nothing.
 CLOSE_CONNECTION = {"Connection": "close"}
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # \ud800 to \udfff, in either case
 
@@ -133,8 +134,8 @@ def _parse(body: bytes, adapter: TypeAdapter[T]) -> T:
     except json.JSONDecodeError as e:
         raise bad_request(f"The request body is not valid JSON: {e}", code="json_invalid") from e
     # So a lone surrogate can only arrive as a \uD800-style escape, and a body without one needs
-    # no walk: walking 1.6M token ids in Python took 0.4 s, and with the GIL passed back and forth
-    # every 5 ms the model's steps crawled meanwhile.
+    # no walk: walking 1.6M token ids in Python takes 0.15 to 0.25 s (cpu_request_parsing_microbench),
+    # and with the GIL passed back and forth every 5 ms the model's steps crawl meanwhile.
     path = first_unencodable_text(data) if SURROGATE_ESCAPE.search(body) else None
     if path is not None:
         raise bad_request(f"{path or 'body'}: the text holds a lone UTF-16 surrogate (such as \\ud800), "

@@ -79,8 +79,8 @@ class ServingContext:
     def check_text_fits(self, num_chars: int, param: str) -> None:
         """Refuse text too long for the context whatever it tokenizes to, before tokenizing it.
 
-        Tokenizing 5 MB takes seconds of a core, and freeing the tokenizer's result (a million
-        token objects) holds Python's lock for about 0.15 s, stalling every request.
+        Tokenizing 5 MB takes 3.3 to 3.9 s of one of the cores the engine needs
+        (benchmarks/cpu_request_parsing_microbench.py).
         """
         max_chars = self.max_model_len * self.tokenizer.max_chars_per_token
         if num_chars > max_chars:
